@@ -1,0 +1,40 @@
+# skiplock developer entry points. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKERS ?= 2
+
+.PHONY: run test lint typecheck proto bench clean
+
+# The virtualenv is rebuilt whenever the pinned requirements change.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Generated gRPC code is never committed; this is the one command that produces it.
+proto/skiplock_pb2.py: proto/skiplock.proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. --mypy_grpc_out=. --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc proto/skiplock.proto
+
+proto: proto/skiplock_pb2.py
+
+run: proto
+	$(PY) -m devtools.run --workers=$(WORKERS)
+
+test: proto
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+lint: proto
+	$(PY) -m ruff check .
+
+typecheck: proto
+	$(PY) -m mypy
+
+bench: proto
+	scripts/benchmark.sh
+
+clean:
+	rm -rf $(VENV) .data proto/*_pb2*.py proto/*_pb2*.pyi

@@ -1,0 +1,94 @@
+"""Parsing helpers shared by the services' config modules (which alone read the environment)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/skiplock"
+
+
+class ConfigError(ValueError):
+    """A flag or environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # empty means "all interfaces" in the Go-style ":8080" form
+    port: int
+
+    @property
+    def bind_host(self) -> str:
+        return self.host or "0.0.0.0"
+
+    def grpc_target(self) -> str:
+        host = self.bind_host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def parse_listen(value: str, flag: str) -> ListenAddress:
+    """Parse ':8080', '8080', 'host:8080' or '[::1]:8080'."""
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{flag}: expected [host]:port, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{flag}: port {port} out of range 1-65535")
+    return ListenAddress(host, port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def secure_listen(
+    address: ListenAddress, token: str | None, insecure: bool, flag: str
+) -> ListenAddress:
+    """Without a cluster token, only loopback may be bound unless --insecure says otherwise.
+
+    An open worker port runs any command it is sent, so an unauthenticated cluster must not be
+    reachable from other machines by accident. A bare ':port' then means loopback.
+    """
+    if token or insecure:
+        return address
+    if not address.host:
+        return ListenAddress("127.0.0.1", address.port)
+    if not is_loopback(address.host):
+        raise ConfigError(
+            f"{flag}: refusing to listen on {address.host} without SKIPLOCK_CLUSTER_TOKEN; "
+            "set the token or pass --insecure"
+        )
+    return address
+
+
+def database_url(env: Mapping[str, str]) -> str:
+    """DATABASE_URL, else one built from the POSTGRES_* variables compose files use."""
+    url = env.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    if not env.get("POSTGRES_HOST"):
+        return DEFAULT_DATABASE_URL
+    user = quote(env.get("POSTGRES_USER", "postgres"), safe="")
+    password = env.get("POSTGRES_PASSWORD", "")
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    host = env["POSTGRES_HOST"]
+    port = env.get("POSTGRES_PORT", "5432")
+    db = quote(env.get("POSTGRES_DB", "skiplock"), safe="")
+    return f"postgresql://{auth}@{host}:{port}/{db}"
+
+
+def cluster_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("SKIPLOCK_CLUSTER_TOKEN", "").strip()
+    return token or None

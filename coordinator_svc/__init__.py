@@ -1,0 +1,1 @@
+"""Control plane: learns workers, claims due tasks, hands them out, records outcomes, recovers."""

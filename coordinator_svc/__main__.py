@@ -1,0 +1,26 @@
+"""`python -m coordinator_svc --coordinator_port=:8080`"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from common.config import ConfigError
+from common.loops import install_stop_signals, setup_logging
+from coordinator_svc.config import load
+from coordinator_svc.service import serve
+
+
+async def main() -> None:
+    setup_logging("coordinator")
+    try:
+        config = load()
+    except ConfigError as exc:
+        sys.exit(f"coordinator: {exc}")
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await serve(config, stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

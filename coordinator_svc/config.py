@@ -1,0 +1,67 @@
+"""The coordinator's configuration, built once from flags and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from common.config import ListenAddress, cluster_token, database_url, parse_listen, secure_listen
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    listen: ListenAddress
+    database_url: str
+    token: str | None
+    # Workers heartbeat this often; three missed heartbeats and a worker is lost.
+    heartbeat_interval: float = 1.0
+    lost_after: float = 3.0
+    # Safety-net wake-up when no NOTIFY and no due time woke the loops.
+    poll_interval: float = 1.0
+    # How long a hand-over may take before an attempt the worker does not hold is given up.
+    handover_grace: float = 10.0
+    submit_timeout: float = 5.0
+    kill_grace: float = 5.0
+    pool_max_size: int = 10
+
+
+def load(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> CoordinatorConfig:
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog="python -m coordinator_svc", description=__doc__)
+    parser.add_argument(
+        "--coordinator_port",
+        "--coordinator-port",
+        default=":8080",
+        help="[host]:port to serve gRPC on (default :8080)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between safety-net scans (default 1)",
+    )
+    parser.add_argument("--pool-size", type=int, default=10, help="max database connections")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
+    )
+    args = parser.parse_args(argv)
+    token = cluster_token(env)
+    listen = secure_listen(
+        parse_listen(args.coordinator_port, "--coordinator_port"),
+        token,
+        args.insecure,
+        "--coordinator_port",
+    )
+    return CoordinatorConfig(
+        listen=listen,
+        database_url=database_url(env),
+        token=token,
+        poll_interval=max(args.poll_interval, 0.05),
+        pool_max_size=max(args.pool_size, 4),
+    )

@@ -1,0 +1,119 @@
+"""Worker messages -> database: heartbeats (with reconciliation) and status reports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from proto import skiplock_pb2 as pb
+from store import queries
+from store.models import AttemptEnd, AttemptKey
+
+log = logging.getLogger(__name__)
+
+# How each terminal worker state ends an attempt: (attempt status, reason, uses up a retry).
+TERMINAL_STATES: dict[int, tuple[str, str | None, bool]] = {
+    pb.ATTEMPT_STATE_SUCCEEDED: ("succeeded", None, False),
+    pb.ATTEMPT_STATE_FAILED: ("failed", "exit_code", True),
+    pb.ATTEMPT_STATE_TIMED_OUT: ("failed", "timeout", True),
+    pb.ATTEMPT_STATE_CANCELLED: ("cancelled", "cancelled", False),
+    pb.ATTEMPT_STATE_SHUTDOWN: ("failed", "worker_shutdown", True),
+    pb.ATTEMPT_STATE_SPAWN_FAILED: ("failed", "spawn_failed", True),
+}
+
+
+@dataclass(frozen=True)
+class HeartbeatOutcome:
+    revoked: list[AttemptKey]
+    recovered: int  # attempts the worker had lost track of, now ended and requeued
+
+
+def attempt_key(ref: pb.AttemptRef) -> AttemptKey | None:
+    try:
+        return AttemptKey(uuid.UUID(ref.task_id), ref.attempt)
+    except ValueError:
+        return None
+
+
+def to_datetime(ts: object, present: bool) -> datetime | None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    return ts.ToDatetime(UTC) if present and isinstance(ts, Timestamp) else None
+
+
+def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | None:
+    mapped = TERMINAL_STATES.get(report.state)
+    if mapped is None:
+        return None
+    status, reason, consumes_retry = mapped
+    return AttemptEnd(
+        task_id=key.task_id,
+        attempt=key.attempt,
+        status=status,
+        reason=reason,
+        consumes_retry=consumes_retry,
+        worker_id=report.worker_id,
+        exit_code=report.exit_code if report.HasField("exit_code") else None,
+        started_at=to_datetime(report.started_at, report.HasField("started_at")),
+        output_path=report.output_path or None,
+        detail=report.detail or None,
+    )
+
+
+async def record_reports(
+    conn: AsyncConnection[Any], reports: list[pb.StatusReport]
+) -> tuple[list[pb.AttemptRef], int]:
+    """Apply reports in order; return those that changed nothing and how many attempts ended."""
+    stale: list[pb.AttemptRef] = []
+    ended = 0
+    for report in reports:
+        key = attempt_key(report.ref)
+        if key is None:
+            stale.append(report.ref)
+            continue
+        if report.state == pb.ATTEMPT_STATE_RUNNING:
+            started = to_datetime(report.started_at, report.HasField("started_at"))
+            keep = await queries.mark_attempt_running(
+                conn, key, report.worker_id, started or datetime.now(UTC), report.output_path
+            )
+            if not keep:
+                stale.append(report.ref)
+            continue
+        end = end_from_report(report, key)
+        if end is None:
+            stale.append(report.ref)
+            continue
+        was_open, _ = await queries.end_attempt(conn, end)
+        if was_open:
+            ended += 1
+        else:
+            stale.append(report.ref)
+    return stale, ended
+
+
+async def record_heartbeat(
+    conn: AsyncConnection[Any], request: pb.HeartbeatRequest, handover_grace: float
+) -> HeartbeatOutcome:
+    """Refresh the worker and reconcile what it holds with what the database says is its own."""
+    await queries.upsert_worker(
+        conn, request.worker_id, request.address, request.slots, request.draining
+    )
+    held = [k for k in (attempt_key(ref) for ref in request.held) if k is not None]
+    revoked = await queries.revoked_attempts(conn, request.worker_id, held)
+    vanished = await queries.vanished_attempts(conn, request.worker_id, held, handover_grace)
+    for key, status in vanished:
+        # Never received (coordinator died mid hand-over): free retry. Lost while running
+        # (the worker restarted): it may have had effects, so it uses up a retry.
+        reason, consumes = (
+            ("dispatch_lost", False) if status == "dispatched" else ("worker_lost", True)
+        )
+        await queries.end_attempt(
+            conn,
+            AttemptEnd(key.task_id, key.attempt, "failed", reason, consumes_retry=consumes),
+        )
+    return HeartbeatOutcome(revoked=revoked, recovered=len(vanished))

@@ -1,0 +1,111 @@
+"""The coordinator's gRPC service and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from common.grpc_auth import server_interceptors
+from common.loops import supervise
+from coordinator_svc.config import CoordinatorConfig
+from coordinator_svc.dispatcher import DB_ERRORS, Dispatcher
+from coordinator_svc.recovery import reaper_loop
+from coordinator_svc.reports import record_heartbeat, record_reports
+from coordinator_svc.wakeups import Wakeups, listen_loop
+from proto import skiplock_pb2 as pb
+from proto import skiplock_pb2_grpc as pb_grpc
+from store.db import in_transaction, make_pool
+from store.migrate import migrate_until_done
+
+log = logging.getLogger(__name__)
+MAX_HELD = 10_000
+MAX_REPORTS = 1_000
+
+
+class CoordinatorService(pb_grpc.CoordinatorServicer):
+    def __init__(self, pool: AsyncConnectionPool, config: CoordinatorConfig, wakeups: Wakeups):
+        self.pool = pool
+        self.config = config
+        self.wakeups = wakeups
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
+        problem = heartbeat_problem(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> Any:
+            return await record_heartbeat(conn, request, self.config.handover_grace)
+
+        try:
+            outcome = await in_transaction(self.pool, work)
+        except DB_ERRORS as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        if request.free_slots > 0 or outcome.recovered:
+            self.wakeups.dispatch.set()
+        return pb.HeartbeatResponse(
+            revoked=[
+                pb.AttemptRef(task_id=str(k.task_id), attempt=k.attempt) for k in outcome.revoked
+            ],
+            heartbeat_interval_ms=round(self.config.heartbeat_interval * 1000),
+        )
+
+    async def ReportStatus(
+        self, request: pb.ReportStatusRequest, context: Any
+    ) -> pb.ReportStatusResponse:
+        if len(request.reports) > MAX_REPORTS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many reports in one call")
+        reports = list(request.reports)
+        try:
+            stale, ended = await in_transaction(
+                self.pool, lambda conn: record_reports(conn, reports)
+            )
+        except DB_ERRORS as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        if ended:
+            self.wakeups.dispatch.set()
+        return pb.ReportStatusResponse(stale=stale)
+
+
+def heartbeat_problem(request: pb.HeartbeatRequest) -> str:
+    if not 1 <= len(request.worker_id) <= 200:
+        return "worker_id must be 1-200 characters"
+    host, sep, port = request.address.rpartition(":")
+    if not sep or not port.isdigit() or host in ("", "0.0.0.0", "[::]", "::"):
+        return f"address {request.address!r} is not a reachable host:port"
+    if not 0 <= request.slots <= 10_000:
+        return "slots must be 0-10000"
+    if len(request.held) > MAX_HELD:
+        return "too many held attempts"
+    return ""
+
+
+async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
+    """Run the gRPC service and the background loops until stop is set."""
+    await migrate_until_done(config.database_url, stop)
+    pool = make_pool(config.database_url, 2, config.pool_max_size, "skiplock-coordinator")
+    await pool.open(wait=False)
+    wakeups = Wakeups()
+    dispatcher = Dispatcher(pool, config, wakeups)
+    server = grpc.aio.server(interceptors=server_interceptors(config.token))
+    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(pool, config, wakeups), server)
+    server.add_insecure_port(config.listen.grpc_target())
+    await server.start()
+    log.info("coordinator serving on %s", config.listen.grpc_target())
+    try:
+        await supervise(
+            stop,
+            {
+                "listen": lambda: listen_loop(config.database_url, wakeups, stop),
+                "dispatch": lambda: dispatcher.dispatch_loop(stop),
+                "stops": lambda: dispatcher.stop_loop(stop),
+                "reaper": lambda: reaper_loop(dispatcher, config, stop),
+            },
+        )
+    finally:
+        await server.stop(grace=5.0)
+        await pool.close()

@@ -1,0 +1,50 @@
+"""Wake-up events for the coordinator's loops, fed by NOTIFY and by local happenings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import psycopg
+
+from common.loops import sleep_or_stop
+from store import queries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Wakeups:
+    dispatch: asyncio.Event = field(default_factory=asyncio.Event)
+    stops: asyncio.Event = field(default_factory=asyncio.Event)
+    cron: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def all(self) -> None:
+        self.dispatch.set()
+        self.stops.set()
+        self.cron.set()
+
+
+async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) -> None:
+    """LISTEN on its own autocommit connection; reconnect with backoff when it breaks.
+
+    Notifications only shorten waits: every loop also polls, so a lost one delays, never loses.
+    """
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                database_url, autocommit=True, connect_timeout=5
+            )
+            async with conn:
+                await queries.listen_wakeup(conn)
+                wakeups.all()  # anything may have happened while we were not listening
+                backoff = 0.5
+                while not stop.is_set():
+                    async for _ in conn.notifies(timeout=1.0):
+                        wakeups.all()
+        except psycopg.Error as exc:
+            log.warning("wake-up listener lost its connection (%s); reconnecting", exc)
+            await sleep_or_stop(stop, backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,1 @@
+"""HTTP front door: validates requests, writes tasks and schedules, reads status."""

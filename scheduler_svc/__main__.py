@@ -1,0 +1,26 @@
+"""`python -m scheduler_svc --scheduler_port=:8081`"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from common.loops import setup_logging
+from scheduler_svc.app import create_app
+from scheduler_svc.config import load
+
+
+def main() -> None:
+    setup_logging("scheduler")
+    config = load()
+    uvicorn.run(
+        create_app(config),
+        host=config.listen.bind_host,
+        port=config.listen.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Pydantic models of the HTTP API: request validation and response shapes, nothing else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from store.models import AttemptRow, TaskRow
+
+MAX_COMMAND_BYTES = 65536
+# Nothing is scheduled further ahead than this; a larger value is a mistake, not a plan.
+MAX_HORIZON_SECONDS = 10 * 366 * 86400
+MAX_TIMEOUT_SECONDS = 31 * 86400
+
+
+def check_command(value: str) -> str:
+    if not value.strip():
+        raise ValueError("command must not be empty or blank")
+    if "\x00" in value:
+        raise ValueError("command must not contain NUL characters")
+    if len(value.encode()) > MAX_COMMAND_BYTES:
+        raise ValueError(f"command is longer than {MAX_COMMAND_BYTES} bytes")
+    return value
+
+
+def parse_rfc3339(value: object) -> datetime:
+    """An RFC 3339 timestamp with an explicit offset, as an aware UTC datetime."""
+    if not isinstance(value, str) or "T" not in value.upper():
+        raise ValueError("must be an RFC 3339 timestamp like 2026-01-02T15:04:05Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 timestamp like 2026-01-02T15:04:05Z") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must include a UTC offset, e.g. Z or +02:00")
+    return parsed.astimezone(UTC)
+
+
+def check_horizon(value: datetime) -> datetime:
+    if value - datetime.now(UTC) > timedelta(seconds=MAX_HORIZON_SECONDS):
+        raise ValueError("is more than 10 years in the future")
+    return value
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Command = Annotated[str, AfterValidator(check_command)]
+Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339), AfterValidator(check_horizon)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_HORIZON_SECONDS, allow_inf_nan=False)]
+TimeoutSeconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)]
+Retries = Annotated[int, Field(ge=0, le=100)]
+Backoff = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)]
+
+
+class ScheduleRequest(BaseModel):
+    """POST /schedule. At most one of delay_seconds and scheduled_at; neither means now."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    command: Command
+    delay_seconds: Seconds | None = None
+    scheduled_at: Timestamp | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    max_retries: Retries = 0
+    retry_backoff_seconds: Backoff = 1.0
+
+    @model_validator(mode="after")
+    def one_start(self) -> ScheduleRequest:
+        if self.delay_seconds is not None and self.scheduled_at is not None:
+            raise ValueError("give either delay_seconds or scheduled_at, not both")
+        return self
+
+
+def task_status_view(task: TaskRow) -> dict[str, Any]:
+    """The /status shape: stable since the first release."""
+    return {
+        "task_id": str(task.id),
+        "command": task.command,
+        "status": task.status,
+        "scheduled_at": rfc3339(task.scheduled_at),
+        "picked_at": rfc3339(task.picked_at),
+        "started_at": rfc3339(task.started_at),
+        "completed_at": rfc3339(task.completed_at),
+        "failed_at": rfc3339(task.failed_at),
+        "cancelled_at": rfc3339(task.cancelled_at),
+        "exit_code": task.exit_code,
+        "worker_id": task.worker_id,
+        "output_path": task.output_path,
+        "attempt": task.attempt,
+        "last_reason": task.last_reason,
+    }
+
+
+def attempt_view(attempt: AttemptRow) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "worker_id": attempt.worker_id,
+        "status": attempt.status,
+        "reason": attempt.reason,
+        "picked_at": rfc3339(attempt.picked_at),
+        "started_at": rfc3339(attempt.started_at),
+        "ended_at": rfc3339(attempt.ended_at),
+        "exit_code": attempt.exit_code,
+        "output_path": attempt.output_path,
+        "detail": attempt.detail,
+        "cancel_requested_at": rfc3339(attempt.cancel_requested_at),
+    }
+
+
+def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any]:
+    """GET /tasks/{id}: the status fields plus retry settings and every attempt."""
+    return {
+        **task_status_view(task),
+        "created_at": rfc3339(task.created_at),
+        "run_at": rfc3339(task.run_at),
+        "max_retries": task.max_retries,
+        "retries_left": max(task.max_retries - task.failures, 0),
+        "retry_backoff_seconds": task.retry_backoff_seconds,
+        "timeout_seconds": task.timeout_seconds,
+        "attempts": [attempt_view(a) for a in attempts],
+    }

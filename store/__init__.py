@@ -1,0 +1,1 @@
+"""The one place skiplock talks to PostgreSQL: connections, migrations, every SQL statement."""

@@ -1,0 +1,116 @@
+"""Row dataclasses: what the store hands to services. Field names match column names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+ACTIVE_TASK_STATUSES = ("dispatched", "running")
+TERMINAL_TASK_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: UUID
+    command: str
+    status: str
+    created_at: datetime
+    scheduled_at: datetime
+    run_at: datetime
+    attempt: int
+    failures: int
+    max_retries: int
+    retry_backoff_seconds: float
+    timeout_seconds: float | None
+    worker_id: str | None
+    picked_at: datetime | None
+    started_at: datetime | None
+    exit_code: int | None
+    output_path: str | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    cancelled_at: datetime | None
+    last_reason: str | None
+    idempotency_key: str | None
+    request_hash: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    task_id: UUID
+    attempt: int
+    worker_id: str
+    status: str
+    reason: str | None
+    picked_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    output_path: str | None
+    detail: str | None
+    cancel_requested_at: datetime | None
+    cancel_sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewTask:
+    command: str
+    # Exactly one of these two decides scheduled_at; both None means now (database clock).
+    scheduled_at: datetime | None
+    delay_seconds: float | None
+    max_retries: int = 0
+    retry_backoff_seconds: float = 1.0
+    timeout_seconds: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class AvailableWorker:
+    id: str
+    address: str
+    free: int
+
+
+@dataclass(frozen=True)
+class ClaimedAttempt:
+    task_id: UUID
+    attempt: int
+    command: str
+    timeout_seconds: float | None
+    run_at: datetime
+    worker_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class AttemptKey:
+    task_id: UUID
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    task_id: UUID
+    attempt: int
+    worker_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How one attempt ended, as reported by its worker or decided by a coordinator."""
+
+    task_id: UUID
+    attempt: int
+    status: str  # succeeded | failed | cancelled
+    reason: str | None  # None only for succeeded
+    # True when the failure uses up one of the task's retries (the command may have run).
+    consumes_retry: bool = True
+    # Only reports from this worker count; None for endings decided by a coordinator.
+    worker_id: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    output_path: str | None = None
+    detail: str | None = None

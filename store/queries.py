@@ -1,0 +1,508 @@
+"""Every SQL statement skiplock runs, each named and commented, with a thin typed function.
+
+Functions take a connection; the caller owns the transaction. The database clock (`now()`) is
+the one clock that decides when work is due, so no two machines' clocks are ever compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row, dict_row
+
+from store.models import (
+    AttemptEnd,
+    AttemptKey,
+    AttemptRow,
+    AvailableWorker,
+    ClaimedAttempt,
+    NewTask,
+    StopRequest,
+    TaskRow,
+)
+
+Conn = AsyncConnection[Any]
+
+WAKEUP_CHANNEL = "skiplock_wakeup"
+# Retry backoff never exceeds this many seconds, however many failures came before.
+RETRY_BACKOFF_CAP_SECONDS = 3600.0
+# A worker that refused or could not be reached gets the task again no sooner than this.
+REQUEUE_AFTER_REFUSAL_SECONDS = 0.25
+
+# --- schema -----------------------------------------------------------------------------------
+
+# The highest migration applied; None when the version table does not exist yet.
+SCHEMA_VERSION = """
+SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL
+            ELSE (SELECT max(version) FROM schema_migrations) END AS version
+"""
+
+# Wake every coordinator's loops; only a hint, correctness never depends on it.
+NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', '')"
+
+# --- tasks ------------------------------------------------------------------------------------
+
+# Insert a task; with an idempotency key already taken, insert nothing and return nothing.
+INSERT_TASK = """
+INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
+                   timeout_seconds, idempotency_key, request_hash)
+SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
+       %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s
+FROM (SELECT coalesce(
+          %(scheduled_at)s::timestamptz,
+          now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *
+"""
+
+# One task by id.
+SELECT_TASK = "SELECT * FROM tasks WHERE id = %(id)s"
+
+# The task created earlier under an idempotency key.
+SELECT_TASK_BY_IDEMPOTENCY_KEY = "SELECT * FROM tasks WHERE idempotency_key = %(key)s"
+
+# Every attempt of a task, oldest first.
+SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE task_id = %(task_id)s ORDER BY attempt"
+
+# Lock a task before deciding how to cancel or retry it.
+LOCK_TASK = "SELECT * FROM tasks WHERE id = %(id)s FOR UPDATE"
+
+# Ask the worker of the task's open attempt to stop it.
+REQUEST_ATTEMPT_STOP = """
+UPDATE attempts SET cancel_requested_at = now()
+WHERE task_id = %(task_id)s AND ended_at IS NULL AND cancel_requested_at IS NULL
+"""
+
+# Mark a queued or running task cancelled; a running attempt is stopped separately.
+CANCEL_TASK = """
+UPDATE tasks SET status = 'cancelled', cancelled_at = now(), completed_at = now(),
+                 last_reason = 'cancelled'
+WHERE id = %(id)s AND status IN ('queued', 'dispatched', 'running')
+RETURNING *
+"""
+
+# Put a failed task back in the queue as if new: due now, with its retries restored.
+REQUEUE_FAILED_TASK = """
+UPDATE tasks SET status = 'queued', run_at = greatest(scheduled_at, now()), failures = 0,
+                 worker_id = NULL, picked_at = NULL, started_at = NULL, exit_code = NULL,
+                 output_path = NULL, completed_at = NULL, failed_at = NULL
+WHERE id = %(id)s AND status = 'failed'
+RETURNING *
+"""
+
+# Seconds until the earliest queued task is due (<= 0: due now); NULL when none is queued.
+SECONDS_UNTIL_NEXT_DUE = """
+SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
+FROM tasks WHERE status = 'queued'
+"""
+
+# --- workers ----------------------------------------------------------------------------------
+
+# Register a worker or refresh it from a heartbeat; a heartbeat also ends "lost".
+UPSERT_WORKER = """
+INSERT INTO workers (id, address, slots, draining, last_heartbeat_at)
+VALUES (%(id)s, %(address)s, %(slots)s, %(draining)s, now())
+ON CONFLICT (id) DO UPDATE
+SET address = EXCLUDED.address, slots = EXCLUDED.slots, draining = EXCLUDED.draining,
+    last_heartbeat_at = now(), lost_at = NULL
+"""
+
+# Live workers with free slots, row-locked so concurrent coordinators fill disjoint slots.
+# The lock returns the newest row version, so open_attempts is exact.
+LOCK_AVAILABLE_WORKERS = """
+SELECT id, address, slots - open_attempts AS free
+FROM workers
+WHERE lost_at IS NULL AND NOT draining AND open_attempts < slots
+  AND last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
+ORDER BY id
+FOR UPDATE SKIP LOCKED
+"""
+
+# Declare workers silent for too long lost; they get no work until they heartbeat again.
+DECLARE_LOST_WORKERS = """
+UPDATE workers SET lost_at = now()
+WHERE lost_at IS NULL AND last_heartbeat_at < now() - make_interval(secs => %(silence)s)
+RETURNING id
+"""
+
+# Open attempts held by lost workers.
+OPEN_ATTEMPTS_OF_LOST_WORKERS = """
+SELECT a.task_id, a.attempt
+FROM attempts a JOIN workers w ON w.id = a.worker_id
+WHERE a.ended_at IS NULL AND w.lost_at IS NOT NULL
+ORDER BY a.picked_at
+LIMIT %(limit)s
+"""
+
+# Of the attempts a worker says it holds, those that are no longer its to run.
+REVOKED_ATTEMPTS = """
+SELECT h.task_id, h.attempt
+FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[]) AS h (task_id, attempt)
+LEFT JOIN attempts a
+  ON a.task_id = h.task_id AND a.attempt = h.attempt AND a.worker_id = %(worker_id)s
+WHERE a.task_id IS NULL OR a.ended_at IS NOT NULL OR a.cancel_requested_at IS NOT NULL
+"""
+
+# Open attempts of a worker that it does not hold, handed over long enough ago that the
+# hand-over cannot still be in flight: the worker never got them, or lost them in a restart.
+VANISHED_ATTEMPTS = """
+SELECT a.task_id, a.attempt, a.status
+FROM attempts a
+WHERE a.worker_id = %(worker_id)s AND a.ended_at IS NULL
+  AND a.picked_at < now() - make_interval(secs => %(grace)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[]) AS h (task_id, attempt)
+      WHERE h.task_id = a.task_id AND h.attempt = a.attempt)
+"""
+
+# --- attempts ---------------------------------------------------------------------------------
+
+# Claim due tasks for the given worker slots in one statement: lock them (skipping rows other
+# coordinators hold), pair them in due order with the slots, open an attempt for each and count
+# it against its worker. Nothing is ever claimed before its run_at.
+CLAIM_DUE_TASKS = """
+WITH due AS (
+    SELECT id, run_at FROM tasks
+    WHERE status = 'queued' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER (ORDER BY run_at, id) AS n FROM due
+), slots AS (
+    SELECT s.worker_id, s.n
+    FROM unnest(%(slot_workers)s::text[]) WITH ORDINALITY AS s (worker_id, n)
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'dispatched', attempt = t.attempt + 1, worker_id = s.worker_id,
+        picked_at = now(), started_at = NULL, exit_code = NULL, output_path = NULL
+    FROM numbered d JOIN slots s ON s.n = d.n
+    WHERE t.id = d.id
+    RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at
+), opened AS (
+    INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
+    SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
+), counted AS (
+    UPDATE workers w SET open_attempts = w.open_attempts + c.n
+    FROM (SELECT worker_id, count(*) AS n FROM claimed GROUP BY worker_id) c
+    WHERE w.id = c.worker_id
+)
+SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
+       w.address
+FROM claimed c JOIN workers w ON w.id = c.worker_id
+"""
+
+# A worker started the attempt: record it unless the attempt is no longer open for that worker.
+# Answers whether the worker should keep running it.
+MARK_ATTEMPT_RUNNING = """
+WITH a AS (
+    UPDATE attempts
+    SET status = 'running', started_at = coalesce(started_at, %(started_at)s),
+        output_path = %(output_path)s
+    WHERE task_id = %(task_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
+      AND ended_at IS NULL
+    RETURNING task_id, attempt, started_at, cancel_requested_at
+), t AS (
+    UPDATE tasks
+    SET status = 'running', started_at = a.started_at, output_path = %(output_path)s
+    FROM a
+    WHERE tasks.id = a.task_id AND tasks.attempt = a.attempt
+      AND tasks.status IN ('dispatched', 'running')
+)
+SELECT cancel_requested_at IS NULL AS keep_running FROM a
+"""
+
+# End one attempt (only while it is open, and only for its own worker when one is named), free
+# its worker's slot, and move its task on: done, cancelled, back to the queue (after a backoff
+# when the failure uses up a retry) or failed once retries are exhausted. A task that was
+# cancelled or already moved on is left alone. Returns one row when the attempt was open, with
+# the task's new status (NULL when the task did not move).
+END_ATTEMPT = """
+WITH ended AS (
+    UPDATE attempts a
+    SET status = %(status)s, reason = %(reason)s, exit_code = %(exit_code)s,
+        started_at = coalesce(a.started_at, %(started_at)s),
+        output_path = coalesce(%(output_path)s, a.output_path),
+        detail = left(%(detail)s, 2000), ended_at = greatest(now(), a.picked_at)
+    WHERE a.task_id = %(task_id)s AND a.attempt = %(attempt)s AND a.ended_at IS NULL
+      AND (%(worker_id)s::text IS NULL OR a.worker_id = %(worker_id)s)
+    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.output_path
+), freed AS (
+    UPDATE workers w SET open_attempts = w.open_attempts - 1
+    FROM ended e WHERE w.id = e.worker_id
+), decision AS (
+    SELECT t.id, e.started_at, e.output_path,
+           CASE WHEN %(status)s = 'succeeded' THEN 'succeeded'
+                WHEN %(status)s = 'cancelled' THEN 'cancelled'
+                WHEN NOT %(consumes_retry)s OR t.failures < t.max_retries THEN 'queued'
+                ELSE 'failed' END AS next_status,
+           CASE WHEN %(consumes_retry)s
+                THEN least(%(backoff_cap)s, t.retry_backoff_seconds * power(2, t.failures))
+                     * (1 + random() * 0.2)
+                ELSE %(requeue_after)s END AS delay
+    FROM tasks t JOIN ended e ON e.task_id = t.id AND e.attempt = t.attempt
+    WHERE t.status IN ('dispatched', 'running')
+), moved AS (
+    UPDATE tasks t
+    SET status = d.next_status,
+        failures = t.failures
+                   + CASE WHEN %(consumes_retry)s AND %(status)s = 'failed' THEN 1 ELSE 0 END,
+        run_at = CASE WHEN d.next_status = 'queued'
+                      THEN greatest(t.run_at, now() + make_interval(secs => d.delay))
+                      ELSE t.run_at END,
+        worker_id = CASE WHEN d.next_status = 'queued' THEN NULL ELSE t.worker_id END,
+        picked_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE t.picked_at END,
+        started_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.started_at END,
+        output_path = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.output_path END,
+        exit_code = CASE WHEN d.next_status = 'queued' THEN NULL ELSE %(exit_code)s END,
+        completed_at = CASE WHEN d.next_status IN ('succeeded', 'failed', 'cancelled')
+                            THEN now() END,
+        failed_at = CASE WHEN d.next_status = 'failed' THEN now() END,
+        cancelled_at = CASE WHEN d.next_status = 'cancelled' THEN now() END,
+        last_reason = %(reason)s
+    FROM decision d
+    WHERE t.id = d.id AND t.attempt = %(attempt)s AND t.status IN ('dispatched', 'running')
+    RETURNING t.id, t.status
+)
+SELECT m.status FROM ended e LEFT JOIN moved m ON m.id = e.task_id
+"""
+
+# Whether an attempt is still open (used to answer reports that changed nothing).
+ATTEMPT_IS_OPEN = """
+SELECT ended_at IS NULL AND cancel_requested_at IS NULL AS keep_running
+FROM attempts WHERE task_id = %(task_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
+"""
+
+# Open attempts whose task was cancelled and whose worker has not been told recently; marks
+# them told, skipping rows another coordinator is handling.
+TAKE_PENDING_STOPS = """
+WITH pending AS (
+    SELECT task_id, attempt FROM attempts
+    WHERE ended_at IS NULL AND cancel_requested_at IS NOT NULL
+      AND (cancel_sent_at IS NULL
+           OR cancel_sent_at < now() - make_interval(secs => %(resend_after)s))
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE attempts a SET cancel_sent_at = now()
+FROM pending p, workers w
+WHERE a.task_id = p.task_id AND a.attempt = p.attempt AND w.id = a.worker_id
+RETURNING a.task_id, a.attempt, a.worker_id, w.address
+"""
+
+
+# --- functions --------------------------------------------------------------------------------
+
+
+async def schema_version(conn: Conn) -> int | None:
+    cur = await conn.execute(SCHEMA_VERSION)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def notify_wakeup(conn: Conn) -> None:
+    await conn.execute(NOTIFY_WAKEUP)
+
+
+async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None:
+    """Insert a task; None when its idempotency key is already taken."""
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(
+        INSERT_TASK,
+        {
+            "id": task_id,
+            "command": new.command,
+            "scheduled_at": new.scheduled_at,
+            "delay_seconds": new.delay_seconds,
+            "max_retries": new.max_retries,
+            "retry_backoff_seconds": new.retry_backoff_seconds,
+            "timeout_seconds": new.timeout_seconds,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+        },
+    )
+    return await cur.fetchone()
+
+
+async def get_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(SELECT_TASK, {"id": task_id})
+    return await cur.fetchone()
+
+
+async def get_task_by_idempotency_key(conn: Conn, key: str) -> TaskRow | None:
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(SELECT_TASK_BY_IDEMPOTENCY_KEY, {"key": key})
+    return await cur.fetchone()
+
+
+async def list_attempts(conn: Conn, task_id: UUID) -> list[AttemptRow]:
+    cur = conn.cursor(row_factory=class_row(AttemptRow))
+    await cur.execute(SELECT_ATTEMPTS, {"task_id": task_id})
+    return await cur.fetchall()
+
+
+async def lock_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(LOCK_TASK, {"id": task_id})
+    return await cur.fetchone()
+
+
+async def cancel_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    """Cancel a task that has not finished and ask its open attempt to stop; None if finished."""
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(REQUEST_ATTEMPT_STOP, {"task_id": task_id})
+    await cur.execute(CANCEL_TASK, {"id": task_id})
+    return await cur.fetchone()
+
+
+async def requeue_failed_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(REQUEUE_FAILED_TASK, {"id": task_id})
+    return await cur.fetchone()
+
+
+async def seconds_until_next_due(conn: Conn) -> float | None:
+    cur = await conn.execute(SECONDS_UNTIL_NEXT_DUE)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def upsert_worker(
+    conn: Conn, worker_id: str, address: str, slots: int, draining: bool
+) -> None:
+    await conn.execute(
+        UPSERT_WORKER,
+        {"id": worker_id, "address": address, "slots": slots, "draining": draining},
+    )
+
+
+async def lock_available_workers(conn: Conn, live_within: float) -> list[AvailableWorker]:
+    cur = conn.cursor(row_factory=class_row(AvailableWorker))
+    await cur.execute(LOCK_AVAILABLE_WORKERS, {"live_within": live_within})
+    return await cur.fetchall()
+
+
+async def claim_due_tasks(conn: Conn, slot_workers: Sequence[str]) -> list[ClaimedAttempt]:
+    """Claim at most one due task per entry of slot_workers, assigned to that worker."""
+    cur = conn.cursor(row_factory=class_row(ClaimedAttempt))
+    await cur.execute(
+        CLAIM_DUE_TASKS, {"limit": len(slot_workers), "slot_workers": list(slot_workers)}
+    )
+    return await cur.fetchall()
+
+
+async def declare_lost_workers(conn: Conn, silence_seconds: float) -> list[str]:
+    cur = await conn.execute(DECLARE_LOST_WORKERS, {"silence": silence_seconds})
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
+async def open_attempts_of_lost_workers(conn: Conn, limit: int) -> list[AttemptKey]:
+    cur = conn.cursor(row_factory=class_row(AttemptKey))
+    await cur.execute(OPEN_ATTEMPTS_OF_LOST_WORKERS, {"limit": limit})
+    return await cur.fetchall()
+
+
+def _held_params(worker_id: str, held: Sequence[AttemptKey]) -> dict[str, object]:
+    return {
+        "worker_id": worker_id,
+        "task_ids": [h.task_id for h in held],
+        "attempts": [h.attempt for h in held],
+    }
+
+
+async def revoked_attempts(
+    conn: Conn, worker_id: str, held: Sequence[AttemptKey]
+) -> list[AttemptKey]:
+    if not held:
+        return []
+    cur = conn.cursor(row_factory=class_row(AttemptKey))
+    await cur.execute(REVOKED_ATTEMPTS, _held_params(worker_id, held))
+    return await cur.fetchall()
+
+
+async def vanished_attempts(
+    conn: Conn, worker_id: str, held: Sequence[AttemptKey], grace_seconds: float
+) -> list[tuple[AttemptKey, str]]:
+    """Open attempts of the worker it does not hold, with their status."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(VANISHED_ATTEMPTS, {**_held_params(worker_id, held), "grace": grace_seconds})
+    return [
+        (AttemptKey(row["task_id"], row["attempt"]), str(row["status"]))
+        for row in await cur.fetchall()
+    ]
+
+
+async def mark_attempt_running(
+    conn: Conn,
+    key: AttemptKey,
+    worker_id: str,
+    started_at: datetime,
+    output_path: str,
+) -> bool:
+    """Record that an attempt started; False when the worker should stop it instead."""
+    cur = await conn.execute(
+        MARK_ATTEMPT_RUNNING,
+        {
+            "task_id": key.task_id,
+            "attempt": key.attempt,
+            "worker_id": worker_id,
+            "started_at": started_at,
+            "output_path": output_path,
+        },
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def end_attempt(conn: Conn, end: AttemptEnd) -> tuple[bool, str | None]:
+    """End an open attempt. Returns (whether it was open, the task's new status if it moved)."""
+    cur = await conn.execute(
+        END_ATTEMPT,
+        {
+            "task_id": end.task_id,
+            "attempt": end.attempt,
+            "worker_id": end.worker_id,
+            "status": end.status,
+            "reason": end.reason,
+            "exit_code": end.exit_code,
+            "started_at": end.started_at,
+            "output_path": end.output_path,
+            "detail": end.detail,
+            "consumes_retry": end.consumes_retry,
+            "backoff_cap": RETRY_BACKOFF_CAP_SECONDS,
+            "requeue_after": REQUEUE_AFTER_REFUSAL_SECONDS,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return False, None
+    return True, None if row[0] is None else str(row[0])
+
+
+async def attempt_keeps_running(conn: Conn, key: AttemptKey, worker_id: str) -> bool:
+    cur = await conn.execute(
+        ATTEMPT_IS_OPEN, {"task_id": key.task_id, "attempt": key.attempt, "worker_id": worker_id}
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def take_pending_stops(
+    conn: Conn, resend_after_seconds: float, limit: int
+) -> list[StopRequest]:
+    cur = conn.cursor(row_factory=class_row(StopRequest))
+    await cur.execute(TAKE_PENDING_STOPS, {"resend_after": resend_after_seconds, "limit": limit})
+    return await cur.fetchall()
+
+
+# Subscribe this (autocommit) connection to the wake-up channel.
+LISTEN_WAKEUP = f"LISTEN {WAKEUP_CHANNEL}"
+
+
+async def listen_wakeup(conn: Conn) -> None:
+    await conn.execute(LISTEN_WAKEUP)

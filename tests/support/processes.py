@@ -1,0 +1,433 @@
+"""Real service processes for end-to-end tests: ports, processes with log files, clusters.
+
+Everything waits on conditions with deadlines (`wait_for`), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TypeVar
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
+
+# Configuration the services read from the environment: a test sets what it means explicitly
+# instead of inheriting whatever the developer's shell exports.
+_SCRUBBED_PREFIXES = ("DATABASE_URL", "POSTGRES_", "SKIPLOCK_", "WORKER_")
+
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nothing listens on now, never the same one twice in this process."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port found")
+
+
+def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "condition",
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that value.
+
+    Exceptions listed in `ignore` count as "not yet". On timeout raises AssertionError naming
+    `message` (a str, or a callable producing one, e.g. to include logs).
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except ignore as err:
+            last_error = err
+        if time.monotonic() >= deadline:
+            what = message() if callable(message) else message
+            detail = f" (last error: {last_error!r})" if last_error is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def service_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """os.environ minus service configuration, plus `env` (a None value removes a key)."""
+    merged = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    merged["PYTHONUNBUFFERED"] = "1"
+    for key, value in (env or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+class ServiceProcess:
+    """One child process with stdout+stderr appended to `log_path`.
+
+    It runs in its own process group so `cleanup` also reaps anything it spawned there.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str | None] | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self.env = service_env(env)
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @classmethod
+    def python_module(
+        cls,
+        name: str,
+        module: str,
+        args: Iterable[str],
+        log_path: Path,
+        env: Mapping[str, str | None] | None = None,
+    ) -> ServiceProcess:
+        return cls(name, [sys.executable, "-m", module, *args], log_path, env)
+
+    def start(self) -> ServiceProcess:
+        if self.is_running():
+            raise RuntimeError(f"{self.name} is already running")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is None:
+            self._log = self.log_path.open("ab")
+        self._log.write(f"==== start {' '.join(self.args)}\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+        return self
+
+    def restart(self, timeout: float = 10.0) -> ServiceProcess:
+        """Stop (gracefully, then by force) and start again with the same arguments and log."""
+        self.stop(timeout)
+        return self.start()
+
+    @property
+    def pid(self) -> int:
+        return self._require().pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, signum: int) -> None:
+        self._require().send_signal(signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the process alone, as a crash would: whatever it spawned is left running."""
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for exit and return the exit code; raises subprocess.TimeoutExpired."""
+        return self._require().wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code (None: never run)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.terminate()
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_group()
+        return self.proc.wait()
+
+    def cleanup(self) -> None:
+        """Teardown: kill the process and its group, close the log."""
+        if self.proc is not None:
+            self._kill_group()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def describe(self, tail_lines: int = 60) -> str:
+        """Name, state and the end of the log: for assertion messages."""
+        state = "running" if self.is_running() else f"exited with {self.returncode}"
+        tail = "\n".join(self.log_text().splitlines()[-tail_lines:])
+        return f"--- {self.name} ({state}), log {self.log_path}:\n{tail}"
+
+    def _kill_group(self) -> None:
+        assert self.proc is not None
+        # The group id is the leader's pid (process_group=0); members may outlive the leader.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def _require(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.proc
+
+    def __repr__(self) -> str:
+        pid = self.proc.pid if self.proc is not None else None
+        return f"ServiceProcess({self.name!r}, pid={pid}, returncode={self.returncode})"
+
+
+class Cluster:
+    """Scheduler, coordinators and workers against one database, on free loopback ports.
+
+    Nothing starts in the constructor: call `start()` for the usual shape, or the `start_*`
+    methods one by one. `stop()` (done by the fixtures) kills whatever is left.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        log_dir: Path,
+        *,
+        token: str | None = None,
+        env: Mapping[str, str | None] | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.log_dir = log_dir
+        self.token = token if token is not None else "test-" + secrets.token_hex(16)
+        self.extra_env = dict(env or {})
+        self.scheduler: ServiceProcess | None = None
+        self.scheduler_port: int | None = None
+        self.coordinators: list[ServiceProcess] = []
+        self.coordinator_ports: list[int] = []
+        self.workers: dict[str, ServiceProcess] = {}
+        self.worker_ports: dict[str, int] = {}
+        self._client: httpx.Client | None = None
+        self._serial = 0
+
+    # -- shape ----------------------------------------------------------------------------
+
+    def start(self, workers: int = 2, coordinators: int = 1, slots: int = 4) -> Cluster:
+        for _ in range(coordinators):
+            self.start_coordinator()
+        self.start_scheduler()
+        for i in range(1, workers + 1):
+            self.start_worker(f"worker-{i}", slots=slots)
+        return self
+
+    def env(self, extra: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+        base: dict[str, str | None] = {
+            "DATABASE_URL": self.database_url,
+            "SKIPLOCK_CLUSTER_TOKEN": self.token or None,
+        }
+        return base | self.extra_env | dict(extra or {})
+
+    def start_scheduler(
+        self, extra_args: Sequence[str] = (), wait: bool = True, timeout: float = 30.0
+    ) -> ServiceProcess:
+        if self.scheduler is not None and self.scheduler.is_running():
+            raise RuntimeError("the scheduler is already running")
+        self.scheduler_port = self.scheduler_port or free_port()
+        self.scheduler = self._spawn(
+            "scheduler",
+            "scheduler_svc",
+            [f"--scheduler_port={LOOPBACK}:{self.scheduler_port}", *extra_args],
+            self.env(),
+        )
+        if wait:
+            self.wait_scheduler_ready(timeout)
+        return self.scheduler
+
+    def start_coordinator(
+        self,
+        extra_args: Sequence[str] = (),
+        port: int | None = None,
+        wait: bool = True,
+        timeout: float = 30.0,
+    ) -> ServiceProcess:
+        """Start a coordinator; `port` reuses an earlier one's port (e.g. after killing it)."""
+        port = port or free_port()
+        index = len(self.coordinators) + 1
+        proc = self._spawn(
+            f"coordinator-{index}",
+            "coordinator_svc",
+            [f"--coordinator_port={LOOPBACK}:{port}", *extra_args],
+            self.env(),
+        )
+        self.coordinators.append(proc)
+        if port not in self.coordinator_ports:
+            self.coordinator_ports.append(port)
+        if wait:
+            self.wait_port(proc, port, timeout)
+        return proc
+
+    def start_worker(
+        self,
+        worker_id: str | None = None,
+        slots: int = 4,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str | None] | None = None,
+        port: int | None = None,
+        wait: bool = True,
+        timeout: float = 30.0,
+    ) -> ServiceProcess:
+        """Start a worker dialing every coordinator started so far."""
+        if not self.coordinator_ports:
+            raise RuntimeError("start a coordinator before workers")
+        if worker_id is None:
+            worker_id = f"worker-{len(self.workers) + 1}"
+        running = self.workers.get(worker_id)
+        if running is not None and running.is_running():
+            raise RuntimeError(f"worker {worker_id} is already running")
+        port = port or self.worker_ports.get(worker_id) or free_port()
+        output_dir = self.log_dir / "worker_output" / worker_id
+        args = [
+            f"--worker_port={LOOPBACK}:{port}",
+            f"--coordinator={self.coordinator_targets}",
+            f"--slots={slots}",
+            f"--output-dir={output_dir}",
+            *extra_args,
+        ]
+        worker_env = self.env({"WORKER_ID": worker_id, "WORKER_ADDRESS": LOOPBACK, **(env or {})})
+        proc = self._spawn(worker_id, "worker_svc", args, worker_env)
+        self.workers[worker_id] = proc
+        self.worker_ports[worker_id] = port
+        if wait:
+            self.wait_port(proc, port, timeout)
+        return proc
+
+    # -- access ---------------------------------------------------------------------------
+
+    @property
+    def scheduler_url(self) -> str:
+        if self.scheduler_port is None:
+            raise RuntimeError("the scheduler was not started")
+        return f"http://{LOOPBACK}:{self.scheduler_port}"
+
+    @property
+    def coordinator_targets(self) -> str:
+        """The --coordinator value for workers: host:port[,host:port...]."""
+        return ",".join(f"{LOOPBACK}:{port}" for port in self.coordinator_ports)
+
+    @property
+    def http(self) -> httpx.Client:
+        """A client for the scheduler's HTTP API (base URL set, 10 s timeout)."""
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.scheduler_url, timeout=10.0)
+        return self._client
+
+    def processes(self) -> list[ServiceProcess]:
+        procs = [self.scheduler] if self.scheduler is not None else []
+        return procs + self.coordinators + list(self.workers.values())
+
+    def logs(self, tail_lines: int = 60) -> str:
+        return "\n".join(p.describe(tail_lines) for p in self.processes())
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait_scheduler_ready(self, timeout: float = 30.0) -> None:
+        scheduler = self.scheduler
+        assert scheduler is not None
+        url = f"{self.scheduler_url}/readyz"
+
+        def ready() -> bool:
+            self._check_alive(scheduler)
+            try:
+                return httpx.get(url, timeout=2.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(
+            ready, timeout, interval=0.1, message=lambda: f"{url} to return 200\n{self.logs()}"
+        )
+
+    def wait_port(self, proc: ServiceProcess, port: int, timeout: float = 30.0) -> None:
+        def listening() -> bool:
+            self._check_alive(proc)
+            return port_accepts(port)
+
+        wait_for(
+            listening,
+            timeout,
+            message=lambda: f"{proc.name} to listen on {port}\n{proc.describe()}",
+        )
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM everything, give it `timeout` seconds in total, then SIGKILL the rest."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        procs = [p for p in self.processes() if p.is_running()]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+        for proc in self.processes():
+            proc.cleanup()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _spawn(
+        self, name: str, module: str, args: Sequence[str], env: Mapping[str, str | None]
+    ) -> ServiceProcess:
+        self._serial += 1
+        log_path = self.log_dir / f"{self._serial:02d}-{name}.log"
+        return ServiceProcess.python_module(name, module, args, log_path, env).start()
+
+    @staticmethod
+    def _check_alive(proc: ServiceProcess) -> None:
+        if not proc.is_running():
+            raise AssertionError(f"{proc.name} exited early\n{proc.describe()}")

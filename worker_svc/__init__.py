@@ -1,0 +1,1 @@
+"""Execution plane: runs `bash -c COMMAND` attempts and reports on them; no database."""

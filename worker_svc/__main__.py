@@ -1,0 +1,30 @@
+"""`python -m worker_svc --worker_port=:8000 --coordinator=localhost:8080`"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import grpc
+
+from common.config import ConfigError
+from common.grpc_auth import server_interceptors
+from common.loops import install_stop_signals, setup_logging
+from worker_svc.config import load
+from worker_svc.service import serve
+
+
+async def main() -> None:
+    setup_logging("worker")
+    try:
+        config = load()
+    except ConfigError as exc:
+        sys.exit(f"worker: {exc}")
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    server = grpc.aio.server(interceptors=server_interceptors(config.token))
+    await serve(config, stop, server)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,64 @@
+"""Calls to the coordinators: any one of them answers for the cluster, so fail over in turn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from common.grpc_auth import call_metadata
+from proto import skiplock_pb2 as pb
+from proto import skiplock_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+class NoCoordinatorReachable(Exception):
+    pass
+
+
+class CoordinatorClient:
+    def __init__(self, targets: Sequence[str], token: str | None) -> None:
+        self._targets = list(targets)
+        self._metadata = call_metadata(token)
+        self._channels = [grpc.aio.insecure_channel(t) for t in self._targets]
+        self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
+        self._current = 0
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    async def _call(
+        self, pick: Callable[[pb_grpc.CoordinatorStub], Any], request: Any, timeout: float
+    ) -> Any:
+        """Try the coordinator that answered last, then each of the others once."""
+        last_error: grpc.aio.AioRpcError | None = None
+        for offset in range(len(self._stubs)):
+            index = (self._current + offset) % len(self._stubs)
+            try:
+                response = await pick(self._stubs[index])(
+                    request, timeout=timeout, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                last_error = exc
+                continue
+            self._current = index
+            return response
+        detail = last_error.details() if last_error else "no coordinators configured"
+        raise NoCoordinatorReachable(f"{self._targets}: {detail}")
+
+    async def heartbeat(self, request: pb.HeartbeatRequest, timeout: float) -> pb.HeartbeatResponse:
+        response: pb.HeartbeatResponse = await self._call(lambda s: s.Heartbeat, request, timeout)
+        return response
+
+    async def report(
+        self, request: pb.ReportStatusRequest, timeout: float
+    ) -> pb.ReportStatusResponse:
+        response: pb.ReportStatusResponse = await self._call(
+            lambda s: s.ReportStatus, request, timeout
+        )
+        return response
