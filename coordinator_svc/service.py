@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.grpc_auth import server_interceptors
 from common.loops import supervise
 from coordinator_svc.config import CoordinatorConfig
+from coordinator_svc.cron import cron_loop
 from coordinator_svc.dispatcher import DB_ERRORS, Dispatcher
 from coordinator_svc.recovery import reaper_loop
 from coordinator_svc.reports import record_heartbeat, record_reports
@@ -104,6 +105,7 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
                 "dispatch": lambda: dispatcher.dispatch_loop(stop),
                 "stops": lambda: dispatcher.stop_loop(stop),
                 "reaper": lambda: reaper_loop(dispatcher, config, stop),
+                "cron": lambda: cron_loop(pool, config, wakeups, stop),
             },
         )
     finally:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_svc.api_models import ScheduleRequest, task_detail_view, task_status_view
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.schedules import router as schedules_router
 from store import migrate, queries
 from store.db import in_transaction, make_pool
 from store.models import NewTask, TaskRow
@@ -152,7 +153,11 @@ async def retry_task(request: Request, task_id: str) -> dict[str, Any]:
             await queries.notify_wakeup(conn)
         return task
 
-    task = await in_transaction(pool_of(request), requeue)
+    try:
+        task = await in_transaction(pool_of(request), requeue)
+    except psycopg.errors.UniqueViolation:
+        # tasks_one_exclusive_run: another run of its schedule (overlap skip) is unfinished
+        raise HTTPException(409, "another run of this task's schedule has not finished") from None
     if task is None:
         existing = await load_task(request, tid)
         raise HTTPException(409, f"only failed tasks can be retried; task is {existing.status}")
@@ -265,6 +270,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(schedules_router)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)

@@ -34,6 +34,11 @@ class TaskRow:
     last_reason: str | None
     idempotency_key: str | None
     request_hash: str | None
+    # Runs of cron schedules: the schedule, the tick (NULL for a manual trigger) and whether
+    # the schedule's overlap policy allows no other unfinished run beside this one.
+    schedule_id: UUID | None = None
+    fire_time: datetime | None = None
+    exclusive_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,3 +119,82 @@ class AttemptEnd:
     started_at: datetime | None = None
     output_path: str | None = None
     detail: str | None = None
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+OVERLAP_POLICIES = ("allow", "skip", "cancel_previous")
+TICK_OUTCOMES = ("started", "skipped_overlap", "skipped_paused", "missed", "cancelled_previous")
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    id: UUID
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    overlap: str
+    catchup_window_seconds: int
+    timeout_seconds: float | None
+    max_retries: int
+    retry_backoff_seconds: float
+    paused: bool
+    jitter_seconds: float
+    created_at: datetime
+    updated_at: datetime
+    anchor_at: datetime
+    active_from: datetime
+    next_fire_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """What a user sets on a schedule (POST, or PATCH merged over the current row)."""
+
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    overlap: str
+    catchup_window_seconds: int
+    timeout_seconds: float | None
+    max_retries: int
+    retry_backoff_seconds: float
+    paused: bool
+    jitter_seconds: float
+
+
+@dataclass(frozen=True)
+class DueSchedule:
+    """A schedule claimed by the cron loop, with the instant that counts as now for it."""
+
+    id: UUID
+    cron: str
+    timezone: str
+    overlap: str
+    paused: bool
+    catchup_window_seconds: int
+    anchor_at: datetime
+    active_from: datetime
+    next_fire_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class TickRow:
+    schedule_id: UUID
+    fire_time: datetime
+    outcome: str
+    task_id: UUID | None
+    recorded_at: datetime
+    task_status: str | None  # the run's current status, for started and cancelled_previous
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """An unfinished run of a schedule."""
+
+    schedule_id: UUID
+    task_id: UUID

@@ -1,0 +1,125 @@
+"""Pydantic models and response shapes of the schedule API (the HTTP edge only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from scheduler_svc.api_models import Backoff, Command, Retries, TimeoutSeconds, rfc3339
+from store.models import ScheduleRow, TickRow
+
+MAX_NAME_CHARS = 200
+MAX_CRON_CHARS = 200
+MAX_CATCHUP_WINDOW_SECONDS = 366 * 86400
+MAX_JITTER_SECONDS = 86400
+
+
+def check_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("name must not be empty or blank")
+    if not value.isprintable():
+        raise ValueError("name must not contain control characters")
+    return value
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # ValueError/OSError: keys that are not zone names at all (paths, empty strings).
+        raise ValueError(
+            f"unknown time zone {value[:64]!r}; use an IANA name like 'Europe/London'"
+        ) from None
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS), AfterValidator(check_name)]
+Cron = Annotated[str, Field(min_length=1, max_length=MAX_CRON_CHARS)]
+Timezone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_timezone)]
+Overlap = Literal["allow", "skip", "cancel_previous"]
+CatchupWindow = Annotated[int, Field(ge=1, le=MAX_CATCHUP_WINDOW_SECONDS)]
+Jitter = Annotated[float, Field(ge=0, le=MAX_JITTER_SECONDS, allow_inf_nan=False)]
+
+
+class ScheduleCreate(BaseModel):
+    """POST /schedules."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name
+    cron: Cron
+    command: Command
+    timezone: Timezone = "UTC"
+    overlap: Overlap = "skip"
+    catchup_window_seconds: CatchupWindow = 60
+    timeout_seconds: TimeoutSeconds | None = None
+    max_retries: Retries = 0
+    retry_backoff_seconds: Backoff = 1.0
+    paused: bool = False
+    jitter_seconds: Jitter = 0.0
+
+
+class SchedulePatch(BaseModel):
+    """PATCH /schedules/{id}: the fields given replace the current ones."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name | None = None
+    cron: Cron | None = None
+    command: Command | None = None
+    timezone: Timezone | None = None
+    overlap: Overlap | None = None
+    catchup_window_seconds: CatchupWindow | None = None
+    timeout_seconds: TimeoutSeconds | None = None  # null removes the timeout
+    max_retries: Retries | None = None
+    retry_backoff_seconds: Backoff | None = None
+    paused: bool | None = None
+    jitter_seconds: Jitter | None = None
+
+    def null_fields(self) -> list[str]:
+        """Fields sent as null that cannot be null."""
+        return sorted(
+            name
+            for name in self.model_fields_set
+            if getattr(self, name) is None and name != "timeout_seconds"
+        )
+
+
+def fire_time_view(fire: datetime, timezone: str) -> dict[str, str | None]:
+    """A fire time in UTC and in the schedule's zone (RFC 3339 with the local offset)."""
+    return {"utc": rfc3339(fire), "local": fire.astimezone(ZoneInfo(timezone)).isoformat()}
+
+
+def schedule_view(row: ScheduleRow, upcoming: list[datetime]) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "command": row.command,
+        "overlap": row.overlap,
+        "catchup_window_seconds": row.catchup_window_seconds,
+        "timeout_seconds": row.timeout_seconds,
+        "max_retries": row.max_retries,
+        "retry_backoff_seconds": row.retry_backoff_seconds,
+        "paused": row.paused,
+        "jitter_seconds": row.jitter_seconds,
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+        "active_from": rfc3339(row.active_from),
+        "next_fire_times": [fire_time_view(f, row.timezone) for f in upcoming],
+    }
+
+
+def tick_view(tick: TickRow, timezone: str) -> dict[str, Any]:
+    return {
+        "fire_time": rfc3339(tick.fire_time),
+        "fire_time_local": fire_time_view(tick.fire_time, timezone)["local"],
+        "outcome": tick.outcome,
+        "task_id": None if tick.task_id is None else str(tick.task_id),
+        "task_status": tick.task_status,
+        "recorded_at": rfc3339(tick.recorded_at),
+    }

@@ -1,0 +1,266 @@
+"""The schedule API: cron schedules, their previews and their tick ledger.
+
+The scheduler only writes schedules; coordinators fire them (coordinator_svc/cron.py). Times
+that decide anything come from the database clock, read inside the writing transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+
+from common.cronspec import CronError, CronSpec, fire_times, next_fire, parse
+from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
+from scheduler_svc.schedule_models import (
+    ScheduleCreate,
+    SchedulePatch,
+    fire_time_view,
+    schedule_view,
+    tick_view,
+)
+from store import queries
+from store.db import in_transaction
+from store.models import ScheduleRow, ScheduleSettings, TaskRow
+
+router = APIRouter()
+
+UPCOMING = 5
+MAX_PREVIEW = 1000
+MAX_PAGE = 500
+Conn = psycopg.AsyncConnection[Any]
+
+
+def pool_of(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+def parse_schedule_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise HTTPException(422, f"schedule id {raw[:64]!r} is not a UUID") from None
+
+
+def cron_spec(cron: str, timezone: str) -> CronSpec:
+    """The validated expression, or a 422 naming what is wrong with it."""
+    try:
+        return parse(cron, timezone)
+    except CronError as exc:
+        detail = [{"loc": ["body", "cron"], "msg": str(exc), "type": "value_error"}]
+        raise HTTPException(422, detail) from None
+
+
+def upcoming(row: ScheduleRow, after: datetime, count: int) -> list[datetime]:
+    """The schedule's next `count` fire times after `after` (none if they cannot be computed)."""
+    try:
+        return fire_times(parse(row.cron, row.timezone), after, row.anchor_at, count)
+    except CronError:
+        return []
+
+
+def not_found(schedule_id: uuid.UUID) -> HTTPException:
+    return HTTPException(404, f"no schedule with id {schedule_id}")
+
+
+async def view_now(conn: Conn, row: ScheduleRow) -> dict[str, Any]:
+    return schedule_view(row, upcoming(row, await queries.database_now(conn), UPCOMING))
+
+
+@router.post("/schedules", status_code=201)
+async def create_schedule(body: ScheduleCreate, request: Request) -> JSONResponse:
+    """Create a schedule. It fires only for ticks after this moment."""
+    spec = cron_spec(body.cron, body.timezone)
+    settings = ScheduleSettings(**(body.model_dump() | {"cron": spec.expression}))
+
+    async def create(conn: Conn) -> dict[str, Any] | None:
+        at = await queries.database_now(conn)
+        fires = fire_times(spec, at, at, UPCOMING)
+        row = await queries.insert_schedule(conn, uuid.uuid4(), settings, at, fires[0])
+        if row is None:
+            return None
+        await queries.notify_wakeup(conn)
+        return schedule_view(row, fires)
+
+    view = await in_transaction(pool_of(request), create)
+    if view is None:
+        raise HTTPException(409, f"a schedule named {body.name!r} already exists")
+    return JSONResponse(view, status_code=201)
+
+
+@router.get("/schedules")
+async def list_schedules(
+    request: Request,
+    name_prefix: Annotated[str, Query(max_length=200)] = "",
+    paused: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> dict[str, Any]:
+    """Schedules in name order; pass next_cursor back as cursor for the next page."""
+    async with pool_of(request).connection() as conn:
+        rows = await queries.list_schedules(conn, name_prefix, paused, cursor, limit)
+        now = await queries.database_now(conn)
+    return {
+        "schedules": [schedule_view(r, upcoming(r, now, UPCOMING)) for r in rows],
+        "next_cursor": rows[-1].name if len(rows) == limit else None,
+    }
+
+
+@router.get("/schedules/{schedule_id}")
+async def get_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
+    """One schedule with its next fire times."""
+    sid = parse_schedule_id(schedule_id)
+    async with pool_of(request).connection() as conn:
+        row = await queries.get_schedule(conn, sid)
+        if row is None:
+            raise not_found(sid)
+        return await view_now(conn, row)
+
+
+@router.patch("/schedules/{schedule_id}")
+async def patch_schedule(request: Request, schedule_id: str, body: SchedulePatch) -> dict[str, Any]:
+    """Change some settings. A new expression or zone fires only for ticks after this moment;
+    a new expression also re-anchors @every."""
+    sid = parse_schedule_id(schedule_id)
+    if nulls := body.null_fields():
+        raise HTTPException(422, f"these fields cannot be null: {', '.join(nulls)}")
+
+    async def patch(conn: Conn) -> dict[str, Any]:
+        current = await queries.lock_schedule(conn, sid)
+        if current is None:
+            raise not_found(sid)
+        fields = [f.name for f in dataclasses.fields(ScheduleSettings)]
+        merged = {name: getattr(current, name) for name in fields}
+        merged |= body.model_dump(include=body.model_fields_set)
+        spec = cron_spec(merged["cron"], merged["timezone"])
+        settings = ScheduleSettings(**(merged | {"cron": spec.expression}))
+        at = await queries.database_now(conn)
+        anchor_at = at if settings.cron != current.cron else current.anchor_at
+        next_fire_at = current.next_fire_at
+        if settings.cron != current.cron or settings.timezone != current.timezone:
+            next_fire_at = next_fire(spec, at, anchor_at)
+        row = await queries.update_schedule(conn, sid, settings, at, anchor_at, next_fire_at)
+        assert row is not None  # locked above
+        await queries.notify_wakeup(conn)
+        return schedule_view(row, fire_times(spec, at, anchor_at, UPCOMING))
+
+    try:
+        return await in_transaction(pool_of(request), patch)
+    except psycopg.errors.UniqueViolation:
+        raise HTTPException(409, f"a schedule named {body.name!r} already exists") from None
+
+
+@router.delete("/schedules/{schedule_id}", status_code=204)
+async def delete_schedule(request: Request, schedule_id: str) -> Response:
+    """Stop the schedule for good. Runs already started keep running."""
+    sid = parse_schedule_id(schedule_id)
+    deleted = await in_transaction(
+        pool_of(request), lambda conn: queries.delete_schedule(conn, sid)
+    )
+    if not deleted:
+        raise not_found(sid)
+    return Response(status_code=204)
+
+
+async def set_paused(request: Request, schedule_id: str, paused: bool) -> dict[str, Any]:
+    sid = parse_schedule_id(schedule_id)
+
+    async def change(conn: Conn) -> dict[str, Any]:
+        row = await queries.set_schedule_paused(conn, sid, paused)
+        if row is None:
+            raise not_found(sid)
+        await queries.notify_wakeup(conn)
+        return await view_now(conn, row)
+
+    return await in_transaction(pool_of(request), change)
+
+
+@router.post("/schedules/{schedule_id}/pause")
+async def pause_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
+    """Stop running ticks; each one is still recorded, as skipped_paused."""
+    return await set_paused(request, schedule_id, True)
+
+
+@router.post("/schedules/{schedule_id}/resume")
+async def resume_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
+    """Run ticks again, from this moment on (ticks during the pause never run)."""
+    return await set_paused(request, schedule_id, False)
+
+
+@router.post("/schedules/{schedule_id}/trigger", status_code=201)
+async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
+    """Start one run now, outside the cron and even when paused, under the overlap policy."""
+    sid = parse_schedule_id(schedule_id)
+
+    async def trigger(conn: Conn) -> tuple[TaskRow, list[str]]:
+        schedule = await queries.lock_schedule(conn, sid)
+        if schedule is None:
+            raise not_found(sid)
+        cancelled = []
+        if schedule.overlap == "skip":
+            unfinished = await queries.lock_unfinished_runs(conn, [sid])
+            if unfinished:
+                raise HTTPException(
+                    409,
+                    f"run {unfinished[0].task_id} of this schedule has not finished and its "
+                    "overlap policy is 'skip'",
+                )
+        elif schedule.overlap == "cancel_previous":
+            cancelled = await queries.cancel_unfinished_runs(conn, [sid])
+        task = await queries.insert_triggered_run(conn, sid)
+        assert task is not None  # the schedule is locked
+        await queries.notify_wakeup(conn)
+        return task, [str(run.task_id) for run in cancelled]
+
+    task, cancelled = await in_transaction(pool_of(request), trigger)
+    return JSONResponse(
+        {"task": task_status_view(task), "cancelled_task_ids": cancelled}, status_code=201
+    )
+
+
+@router.get("/schedules/{schedule_id}/preview")
+async def preview_schedule(
+    request: Request,
+    schedule_id: str,
+    count: Annotated[int, Query(ge=1, le=MAX_PREVIEW)] = 10,
+) -> dict[str, Any]:
+    """The next `count` fire times, in UTC and in the schedule's zone."""
+    sid = parse_schedule_id(schedule_id)
+    async with pool_of(request).connection() as conn:
+        row = await queries.get_schedule(conn, sid)
+        if row is None:
+            raise not_found(sid)
+        now = await queries.database_now(conn)
+    fires = [fire_time_view(f, row.timezone) for f in upcoming(row, now, count)]
+    return {"id": str(sid), "timezone": row.timezone, "fire_times": fires}
+
+
+@router.get("/schedules/{schedule_id}/ticks")
+async def list_ticks(
+    request: Request,
+    schedule_id: str,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> dict[str, Any]:
+    """The tick ledger, newest first; pass next_cursor back as cursor for older ticks."""
+    sid = parse_schedule_id(schedule_id)
+    try:
+        before = parse_rfc3339(cursor) if cursor is not None else None
+    except ValueError as exc:
+        raise HTTPException(422, f"cursor {exc}") from None
+    async with pool_of(request).connection() as conn:
+        row = await queries.get_schedule(conn, sid)
+        if row is None:
+            raise not_found(sid)
+        ticks = await queries.list_ticks(conn, sid, before, limit)
+    return {
+        "ticks": [tick_view(t, row.timezone) for t in ticks],
+        "next_cursor": rfc3339(ticks[-1].fire_time) if len(ticks) == limit else None,
+    }
