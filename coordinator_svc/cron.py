@@ -51,6 +51,7 @@ Tick = tuple[UUID, datetime, str]  # schedule id, fire time, intent: run | misse
 @dataclass
 class PassResult:
     claimed: int = 0
+    planned: int = 0  # ticks this pass decided (each tick is decided by exactly one pass)
     outcomes: Counter[str] = field(default_factory=Counter)
     full: bool = False  # a whole batch was claimed: more may be due right now
 
@@ -112,6 +113,7 @@ async def fire_due(
             next_fire_at[schedule.id] = schedule.now + POSTPONE_BROKEN
             continue
         plans.append(ticks)
+        result.planned += len(ticks)
     overlap = {s.id: s.overlap for s in due}
     for ticks in rounds_of(plans):
         to_cancel = [t[0] for t in ticks if t[2] == "run" and overlap[t[0]] == "cancel_previous"]

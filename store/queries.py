@@ -567,12 +567,14 @@ WHERE id = %(id)s AND deleted_at IS NULL
 RETURNING *
 """
 
-# Pause or resume; resuming moves active_from to now, so ticks from the pause never run.
+# Pause or resume at `at` (NULL: now); resuming moves active_from there, so ticks from the
+# pause never run.
 SET_SCHEDULE_PAUSED = """
 UPDATE schedules
-SET active_from = CASE WHEN paused AND NOT %(paused)s THEN greatest(active_from, now())
+SET active_from = CASE WHEN paused AND NOT %(paused)s
+                       THEN greatest(active_from, coalesce(%(at)s::timestamptz, now()))
                        ELSE active_from END,
-    paused = %(paused)s, updated_at = greatest(updated_at, now())
+    paused = %(paused)s, updated_at = greatest(updated_at, coalesce(%(at)s::timestamptz, now()))
 WHERE id = %(id)s AND deleted_at IS NULL
 RETURNING *
 """
@@ -752,9 +754,11 @@ async def update_schedule(
     return await cur.fetchone()
 
 
-async def set_schedule_paused(conn: Conn, schedule_id: UUID, paused: bool) -> ScheduleRow | None:
+async def set_schedule_paused(
+    conn: Conn, schedule_id: UUID, paused: bool, at: datetime | None = None
+) -> ScheduleRow | None:
     cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    await cur.execute(SET_SCHEDULE_PAUSED, {"id": schedule_id, "paused": paused})
+    await cur.execute(SET_SCHEDULE_PAUSED, {"id": schedule_id, "paused": paused, "at": at})
     return await cur.fetchone()
 
 
