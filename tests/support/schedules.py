@@ -65,7 +65,7 @@ def fire(url: str, now: datetime, batch: int = 500) -> PassResult:
 
 def fire_all(url: str, now: datetime) -> list[PassResult]:
     """Cron passes at `now` until nothing is due."""
-    results = []
+    results: list[PassResult] = []
     while True:
         result = fire(url, now)
         if not result.claimed:
