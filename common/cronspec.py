@@ -30,6 +30,7 @@ __all__ = [
     "CronSpec",
     "fire_times",
     "fire_times_between",
+    "iter_fire_times",
     "next_fire",
     "parse",
 ]
@@ -118,6 +119,11 @@ def parse(expression: str, timezone: str = "UTC", *, now: datetime | None = None
 def next_fire(spec: CronSpec, after: datetime, anchor: datetime) -> datetime:
     """First fire time strictly after `after`; `anchor` (the schedule's creation) drives @every."""
     return next(_fires(spec, after, anchor))
+
+
+def iter_fire_times(spec: CronSpec, after: datetime, anchor: datetime) -> Iterator[datetime]:
+    """Fire times strictly after `after`, in increasing order, computed lazily without end."""
+    return _fires(spec, after, anchor)
 
 
 def fire_times(spec: CronSpec, after: datetime, anchor: datetime, count: int) -> list[datetime]:

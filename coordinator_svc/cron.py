@@ -27,7 +27,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from common.cronspec import CronError, CronSpec, fire_times_between, next_fire, parse
+from common.cronspec import CronError, CronSpec, iter_fire_times, parse
 from common.loops import wait_any
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.dispatcher import DB_ERRORS
@@ -61,12 +61,34 @@ def spec_of(cron: str, timezone: str) -> CronSpec:
     return parse(cron, timezone)
 
 
-def plan_ticks(due: DueSchedule, limit: int = MAX_TICKS_PER_PASS) -> tuple[list[Tick], datetime]:
+# Fire times from a schedule's next_fire_at up to now, and the one after them. Many schedules
+# share an expression and a due time (a burst, or "every minute"), so a pass computes each
+# sequence once: key (cron, timezone, @every anchor, next_fire_at).
+Sequences = dict[tuple[str, str, datetime | None, datetime], tuple[list[datetime], datetime]]
+
+
+def fires_until(
+    due: DueSchedule, limit: int, sequences: Sequences
+) -> tuple[list[datetime], datetime]:
+    spec = spec_of(due.cron, due.timezone)
+    anchor = due.anchor_at if spec.every_seconds is not None else None
+    key = (due.cron, due.timezone, anchor, due.next_fire_at)
+    if key not in sequences:
+        fires = [due.next_fire_at]
+        for fire in iter_fire_times(spec, due.next_fire_at, due.anchor_at):
+            if fire > due.now or len(fires) == limit:
+                sequences[key] = (fires, fire)
+                break
+            fires.append(fire)
+    return sequences[key]
+
+
+def plan_ticks(
+    due: DueSchedule, limit: int = MAX_TICKS_PER_PASS, sequences: Sequences | None = None
+) -> tuple[list[Tick], datetime]:
     """The schedule's ticks from next_fire_at up to now (at most `limit`) with their intents,
     and the fire time after the last of them."""
-    spec = spec_of(due.cron, due.timezone)
-    later = fire_times_between(spec, due.next_fire_at, due.now, due.anchor_at, limit - 1)
-    fires = [due.next_fire_at, *later]
+    fires, following = fires_until(due, limit, {} if sequences is None else sequences)
     oldest_runnable = due.now - timedelta(seconds=due.catchup_window_seconds)
     ticks: list[Tick] = []
     for fire in fires:
@@ -77,7 +99,7 @@ def plan_ticks(due: DueSchedule, limit: int = MAX_TICKS_PER_PASS) -> tuple[list[
         else:
             intent = "run"
         ticks.append((due.id, fire, intent))
-    return ticks, next_fire(spec, fires[-1], due.anchor_at)
+    return ticks, following
 
 
 def rounds_of(plans: list[list[Tick]]) -> list[list[Tick]]:
@@ -105,9 +127,10 @@ async def fire_due(
         return result
     plans: list[list[Tick]] = []
     next_fire_at: dict[UUID, datetime] = {}
+    sequences: Sequences = {}
     for schedule in due:
         try:
-            ticks, next_fire_at[schedule.id] = plan_ticks(schedule)
+            ticks, next_fire_at[schedule.id] = plan_ticks(schedule, sequences=sequences)
         except CronError as exc:
             log.error("schedule %s cannot be computed (%s); retrying later", schedule.id, exc)
             next_fire_at[schedule.id] = schedule.now + POSTPONE_BROKEN

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Benchmark cron schedules on a real local cluster; prints figures (it is not a test).
+
+Steady phase: SCHEDULES schedules, each firing once a minute at second (i mod 60), so about
+SCHEDULES/60 ticks fall due every second, run `true` on WORKERS x SLOTS worker slots. Over
+DURATION seconds (after a WARMUP) it measures, from the database's own timestamps:
+  decided  = recorded_at - fire_time  (a coordinator recorded the tick and created the run)
+  claimed  = picked_at  - fire_time  (a coordinator handed the run to a worker)
+  started  = started_at - fire_time  (the worker started the command)
+plus ticks missed or absent (both must be 0) and each service's CPU share (process CPU
+seconds / wall seconds; 1.0 = one core busy).
+
+Burst phase: BURST schedules all due at the same instant, with no worker running, to time
+materialisation alone: fire time -> every tick recorded and its run committed and claimable
+(watched by polling the database). Then workers start and it reports how long the runs take to
+drain through the slots.
+
+Each phase uses a fresh database on the server at --admin-url (dropped afterwards) and real
+scheduler, coordinator and worker processes (tests/support/processes.Cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import psycopg  # noqa: E402
+
+from common.cronspec import fire_times, fire_times_between, parse  # noqa: E402
+from store import queries  # noqa: E402
+from store.migrate import migrate  # noqa: E402
+from store.models import ScheduleSettings  # noqa: E402
+from tests.support import db as dbsupport  # noqa: E402
+from tests.support.processes import Cluster, ServiceProcess, wait_for  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- CPU accounting --------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every postgres process on the machine (the server is shared)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += process_cpu_seconds(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy CPU seconds, total CPU seconds) over all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+
+
+@dataclass
+class CpuSample:
+    wall: float
+    services: dict[str, float]
+    postgres: float
+    machine: tuple[float, float]
+
+
+def cpu_sample(services: dict[str, ServiceProcess]) -> CpuSample:
+    return CpuSample(
+        time.monotonic(),
+        {name: process_cpu_seconds(p.pid) for name, p in services.items()},
+        postgres_cpu_seconds(),
+        machine_busy_seconds(),
+    )
+
+
+def cpu_report(before: CpuSample, after: CpuSample) -> list[str]:
+    wall = after.wall - before.wall
+    lines = [f"  CPU share over {wall:.0f} s (1.0 = one core):"]
+    ours = 0.0
+    for name in before.services:
+        used = after.services[name] - before.services[name]
+        ours += used
+        lines.append(f"    {name:<14} {used / wall:.3f}")
+    pg = after.postgres - before.postgres
+    busy = after.machine[0] - before.machine[0]
+    total = after.machine[1] - before.machine[1]
+    cores = total / wall
+    lines.append(f"    {'postgres (all)':<14} {pg / wall:.3f}")
+    lines.append(
+        f"    machine busy   {busy / wall:.2f} of {cores:.1f} cores; not ours or postgres: "
+        f"{max(busy - ours - pg, 0) / wall:.2f}; load average {os.getloadavg()[0]:.2f}"
+    )
+    return lines
+
+
+# --- setup -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    name = dbsupport.unique_name("skiplock_cronbench_")
+    url = dbsupport.create_database(admin_url, name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        dbsupport.drop_database(admin_url, name)
+
+
+def settings(name: str, cron: str) -> ScheduleSettings:
+    return ScheduleSettings(
+        name=name,
+        cron=cron,
+        timezone="UTC",
+        command="true",
+        overlap="skip",
+        catchup_window_seconds=60,
+        timeout_seconds=None,
+        max_retries=0,
+        retry_backoff_seconds=1.0,
+        paused=False,
+        jitter_seconds=0.0,
+    )
+
+
+def create_schedules(url: str, crons: Sequence[str]) -> None:
+    """Create the schedules as POST /schedules would, in one transaction (fast)."""
+
+    async def insert() -> None:
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            at = await queries.database_now(conn)
+            for i, cron in enumerate(crons):
+                spec = parse(cron, "UTC")
+                first = fire_times(spec, at, at, 1)[0]
+                await queries.insert_schedule(
+                    conn, uuid.uuid4(), settings(f"bench-{i:05d}", cron), at, first
+                )
+
+    asyncio.run(insert())
+
+
+def db_now(conn: psycopg.Connection[Any]) -> datetime:
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value
+
+
+def percentiles(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return (
+        f"p50 {pick(0.5) * 1000:7.1f} ms  p90 {pick(0.9) * 1000:7.1f} ms  "
+        f"p99 {pick(0.99) * 1000:7.1f} ms  max {ordered[-1] * 1000:7.1f} ms  "
+        f"mean {statistics.fmean(ordered) * 1000:7.1f} ms"
+    )
+
+
+# --- phases ----------------------------------------------------------------------------------
+
+
+def steady(args: argparse.Namespace, log_dir: Path) -> None:
+    crons = [f"{i % 60} * * * * *" for i in range(args.schedules)]
+    with fresh_database(args.admin_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        create_schedules(url, crons)
+        cluster = Cluster(url, log_dir / "steady")
+        try:
+            cluster.start(workers=args.workers, coordinators=args.coordinators, slots=args.slots)
+            services = {f"coordinator-{i + 1}": p for i, p in enumerate(cluster.coordinators)}
+            services |= {name: p for name, p in cluster.workers.items()}
+            print(f"steady: {args.schedules} schedules, warming up {args.warmup:.0f} s", flush=True)
+            start = db_now(conn) + timedelta(seconds=args.warmup)
+            wait_for(lambda: db_now(conn) >= start, args.warmup + 30, interval=0.05)
+            before = cpu_sample(services)
+            end = start + timedelta(seconds=args.duration)
+            wait_for(lambda: db_now(conn) >= end, args.duration + 30, interval=0.05)
+            after = cpu_sample(services)
+            # Let the last runs of the window finish before reading the ledger.
+            wait_for(
+                lambda: unfinished(conn, start, end) == 0,
+                120,
+                interval=0.2,
+                message="the window's runs to finish",
+            )
+            report_steady(conn, args, crons, start, end)
+            print("\n".join(cpu_report(before, after)))
+        finally:
+            cluster.stop()
+
+
+def unfinished(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM tasks WHERE fire_time >= %s AND fire_time < %s"
+        " AND status IN ('queued', 'dispatched', 'running')",
+        (start, end),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def expected_ticks(crons: Sequence[str], start: datetime, end: datetime) -> int:
+    by_cron: dict[str, int] = {}
+    for cron in set(crons):
+        spec = parse(cron, "UTC")
+        fires = fire_times_between(spec, start - timedelta(microseconds=1), end, start, 10_000)
+        by_cron[cron] = sum(1 for f in fires if f < end)
+    return sum(by_cron[c] for c in crons)
+
+
+def report_steady(
+    conn: psycopg.Connection[Any],
+    args: argparse.Namespace,
+    crons: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> None:
+    outcomes = dict(
+        conn.execute(
+            "SELECT outcome, count(*) FROM schedule_ticks WHERE fire_time >= %s AND fire_time < %s"
+            " GROUP BY outcome",
+            (start, end),
+        ).fetchall()
+    )
+    rows = conn.execute(
+        "SELECT extract(epoch FROM k.recorded_at - k.fire_time),"
+        " extract(epoch FROM t.picked_at - k.fire_time),"
+        " extract(epoch FROM t.started_at - k.fire_time), t.status"
+        " FROM schedule_ticks k JOIN tasks t ON t.id = k.task_id"
+        " WHERE k.fire_time >= %s AND k.fire_time < %s",
+        (start, end),
+    ).fetchall()
+    expected = expected_ticks(crons, start, end)
+    recorded = sum(outcomes.values())
+    early = sum(1 for r in rows if r[2] is not None and r[2] < 0)
+    print(
+        f"steady: window {args.duration:.0f} s, {expected} ticks due "
+        f"({expected / args.duration:.1f}/s), {args.coordinators} coordinator(s), "
+        f"{args.workers} workers x {args.slots} slots"
+    )
+    print(f"  ticks recorded {recorded}, absent {expected - recorded}, outcomes {outcomes}")
+    print(
+        f"  runs {len(rows)}, statuses {dict(Counter(r[3] for r in rows))}, "
+        f"started before fire time: {early}"
+    )
+    for label, index in (("decided", 0), ("claimed", 1), ("started", 2)):
+        values = [float(r[index]) for r in rows if r[index] is not None]
+        print(f"  fire -> {label:<8} {percentiles(values)}")
+
+
+def burst(args: argparse.Namespace, log_dir: Path) -> None:
+    with fresh_database(args.admin_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        at = db_now(conn) + timedelta(seconds=args.burst_lead)
+        at = at.replace(microsecond=0)
+        cron = f"{at.second} {at.minute} {at.hour} {at.day} {at.month} *"
+        cluster = Cluster(url, log_dir / "burst")
+        try:
+            for _ in range(args.coordinators):
+                cluster.start_coordinator()
+            create_schedules(url, [cron] * args.burst)
+            services = {f"coordinator-{i + 1}": p for i, p in enumerate(cluster.coordinators)}
+            print(f"burst: {args.burst} schedules due at {at.isoformat()}, no workers", flush=True)
+            wait_for(
+                lambda: db_now(conn) >= at - timedelta(seconds=1),
+                args.burst_lead + 30,
+                interval=0.01,
+            )
+            before = cpu_sample(services)
+            count_sql = "SELECT count(*) FROM tasks WHERE fire_time = %s"
+
+            def all_created() -> datetime | None:
+                row = conn.execute(count_sql, (at,)).fetchone()
+                return db_now(conn) if row and row[0] >= args.burst else None
+
+            done_at = wait_for(all_created, 300, interval=0.01, message="the burst's runs")
+            assert done_at is not None
+            after = cpu_sample(services)
+            decided = [
+                float(r[0])
+                for r in conn.execute(
+                    "SELECT extract(epoch FROM recorded_at - fire_time) FROM schedule_ticks"
+                    " WHERE fire_time = %s",
+                    (at,),
+                ).fetchall()
+            ]
+            print(
+                f"  all {args.burst} runs committed and claimable "
+                f"{(done_at - at).total_seconds() * 1000:.0f} ms after the fire time "
+                "(seen by polling every 10 ms)"
+            )
+            print(f"  fire -> decided  {percentiles(decided)}  (pass start of each tick)")
+            print("\n".join(cpu_report(before, after)))
+            # Now let workers drain the burst through their slots.
+            for i in range(1, args.workers + 1):
+                cluster.start_worker(f"worker-{i}", slots=args.slots)
+
+            def all_started() -> datetime | None:
+                row = conn.execute(
+                    "SELECT max(started_at) FROM tasks WHERE fire_time = %s"
+                    " HAVING count(*) FILTER (WHERE status = 'succeeded') >= %s",
+                    (at, args.burst),
+                ).fetchone()
+                return row[0] if row else None
+
+            last_start = wait_for(all_started, 600, interval=0.2, message="the burst to drain")
+            assert last_start is not None
+            print(
+                f"  with {args.workers} workers x {args.slots} slots started afterwards: "
+                f"last run started {(last_start - at).total_seconds():.1f} s after the fire "
+                "time"
+            )
+        finally:
+            cluster.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--admin-url",
+        default=dbsupport.LOCAL_URL,
+        help="server to create throwaway databases on (default: %(default)s)",
+    )
+    parser.add_argument("--schedules", type=int, default=10_000)
+    parser.add_argument("--duration", type=float, default=180.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=65.0, help="seconds before measuring")
+    parser.add_argument("--burst", type=int, default=10_000, help="0 skips the burst phase")
+    parser.add_argument(
+        "--burst-lead",
+        type=float,
+        default=20.0,
+        help="seconds between creating the burst and its fire time",
+    )
+    parser.add_argument("--coordinators", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--skip-steady", action="store_true")
+    args = parser.parse_args(argv)
+    log_dir = Path(tempfile.mkdtemp(prefix="skiplock-cronbench-"))
+    print(f"logs in {log_dir}; load average before: {os.getloadavg()}", flush=True)
+    if not args.skip_steady:
+        steady(args, log_dir)
+    if args.burst > 0:
+        burst(args, log_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
