@@ -45,7 +45,7 @@ import psycopg  # noqa: E402
 from common.cronspec import fire_times, fire_times_between, parse  # noqa: E402
 from store import queries  # noqa: E402
 from store.migrate import migrate  # noqa: E402
-from store.models import ScheduleSettings  # noqa: E402
+from store.models import NewTask, ScheduleSettings  # noqa: E402
 from tests.support import db as dbsupport  # noqa: E402
 from tests.support.processes import Cluster, ServiceProcess, wait_for  # noqa: E402
 
@@ -192,6 +192,105 @@ def percentiles(values: Sequence[float]) -> str:
 # --- phases ----------------------------------------------------------------------------------
 
 
+def wait_until(conn: psycopg.Connection[Any], instant: datetime) -> None:
+    seconds = (instant - db_now(conn)).total_seconds()
+    wait_for(lambda: db_now(conn) >= instant, max(seconds, 0) + 30, interval=0.05)
+
+
+def measured_window(
+    conn: psycopg.Connection[Any],
+    args: argparse.Namespace,
+    services: dict[str, ServiceProcess],
+    start: datetime,
+    seconds: float,
+) -> tuple[datetime, list[str]]:
+    """Wait out the window [start, start + seconds) and its runs; return its end and CPU use."""
+    wait_until(conn, start)
+    before = cpu_sample(services)
+    end = start + timedelta(seconds=seconds)
+    wait_until(conn, end)
+    after = cpu_sample(services)
+    wait_for(
+        lambda: unfinished(conn, start, end) == 0,
+        300,
+        interval=0.2,
+        message="the window's runs to finish",
+    )
+    return end, cpu_report(before, after)
+
+
+def unfinished(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM tasks WHERE scheduled_at >= %s AND scheduled_at < %s"
+        " AND status IN ('queued', 'dispatched', 'running')",
+        (start, end),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def report_runs(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> None:
+    """Delays of the runs due in [start, end), from their due time (scheduled_at)."""
+    rows = conn.execute(
+        "SELECT scheduled_at, extract(epoch FROM picked_at - scheduled_at),"
+        " extract(epoch FROM started_at - scheduled_at), status"
+        " FROM tasks WHERE scheduled_at >= %s AND scheduled_at < %s",
+        (start, end),
+    ).fetchall()
+    early = sum(1 for r in rows if r[2] is not None and r[2] < 0)
+    print(
+        f"  runs {len(rows)}, statuses {dict(Counter(r[3] for r in rows))}, "
+        f"started before due: {early}"
+    )
+    for label, index in (("claimed", 1), ("started", 2)):
+        values = [float(r[index]) for r in rows if r[index] is not None]
+        print(f"  due -> {label:<8} {percentiles(values)}")
+    chunks: dict[int, list[float]] = {}
+    for due, _, started, _ in rows:
+        if started is not None:
+            chunks.setdefault(int((due - start).total_seconds() // 30), []).append(float(started))
+    print(
+        "  started p99 per 30 s: "
+        + "  ".join(
+            f"{sorted(v)[int(0.99 * (len(v) - 1))]:.2f}s" for _, v in sorted(chunks.items())
+        )
+    )
+
+
+def baseline(args: argparse.Namespace, log_dir: Path) -> None:
+    """The same load as one-off tasks: SCHEDULES/60 tasks due at each whole second."""
+    seconds = int(args.baseline)
+    count = args.schedules * seconds // 60
+    with fresh_database(args.admin_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        cluster = Cluster(url, log_dir / "baseline")
+        try:
+            cluster.start(workers=args.workers, coordinators=args.coordinators, slots=args.slots)
+            services = {f"coordinator-{i + 1}": p for i, p in enumerate(cluster.coordinators)}
+            services |= {name: p for name, p in cluster.workers.items()}
+            start = (db_now(conn) + timedelta(seconds=15)).replace(microsecond=0)
+
+            async def insert() -> None:
+                async with (
+                    await psycopg.AsyncConnection.connect(url) as aconn,
+                    aconn.transaction(),
+                ):
+                    for i in range(count):
+                        due = start + timedelta(seconds=i % seconds)
+                        new = NewTask(command="true", scheduled_at=due, delay_seconds=None)
+                        await queries.insert_task(aconn, uuid.uuid4(), new)
+
+            asyncio.run(insert())
+            print(
+                f"baseline: {count} one-off tasks, {count / seconds:.1f} due at each second",
+                flush=True,
+            )
+            end, cpu = measured_window(conn, args, services, start, seconds)
+            print(f"baseline: window {seconds} s, one-off tasks")
+            report_runs(conn, start, end)
+            print("\n".join(cpu))
+        finally:
+            cluster.stop()
+
+
 def steady(args: argparse.Namespace, log_dir: Path) -> None:
     crons = [f"{i % 60} * * * * *" for i in range(args.schedules)]
     with fresh_database(args.admin_url) as url, psycopg.connect(url, autocommit=True) as conn:
@@ -203,31 +302,11 @@ def steady(args: argparse.Namespace, log_dir: Path) -> None:
             services |= {name: p for name, p in cluster.workers.items()}
             print(f"steady: {args.schedules} schedules, warming up {args.warmup:.0f} s", flush=True)
             start = db_now(conn) + timedelta(seconds=args.warmup)
-            wait_for(lambda: db_now(conn) >= start, args.warmup + 30, interval=0.05)
-            before = cpu_sample(services)
-            end = start + timedelta(seconds=args.duration)
-            wait_for(lambda: db_now(conn) >= end, args.duration + 30, interval=0.05)
-            after = cpu_sample(services)
-            # Let the last runs of the window finish before reading the ledger.
-            wait_for(
-                lambda: unfinished(conn, start, end) == 0,
-                120,
-                interval=0.2,
-                message="the window's runs to finish",
-            )
+            end, cpu = measured_window(conn, args, services, start, args.duration)
             report_steady(conn, args, crons, start, end)
-            print("\n".join(cpu_report(before, after)))
+            print("\n".join(cpu))
         finally:
             cluster.stop()
-
-
-def unfinished(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM tasks WHERE fire_time >= %s AND fire_time < %s"
-        " AND status IN ('queued', 'dispatched', 'running')",
-        (start, end),
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def expected_ticks(crons: Sequence[str], start: datetime, end: datetime) -> int:
@@ -253,30 +332,24 @@ def report_steady(
             (start, end),
         ).fetchall()
     )
-    rows = conn.execute(
-        "SELECT extract(epoch FROM k.recorded_at - k.fire_time),"
-        " extract(epoch FROM t.picked_at - k.fire_time),"
-        " extract(epoch FROM t.started_at - k.fire_time), t.status"
-        " FROM schedule_ticks k JOIN tasks t ON t.id = k.task_id"
-        " WHERE k.fire_time >= %s AND k.fire_time < %s",
-        (start, end),
-    ).fetchall()
+    decided = [
+        float(r[0])
+        for r in conn.execute(
+            "SELECT extract(epoch FROM recorded_at - fire_time) FROM schedule_ticks"
+            " WHERE fire_time >= %s AND fire_time < %s",
+            (start, end),
+        ).fetchall()
+    ]
     expected = expected_ticks(crons, start, end)
     recorded = sum(outcomes.values())
-    early = sum(1 for r in rows if r[2] is not None and r[2] < 0)
     print(
         f"steady: window {args.duration:.0f} s, {expected} ticks due "
         f"({expected / args.duration:.1f}/s), {args.coordinators} coordinator(s), "
         f"{args.workers} workers x {args.slots} slots"
     )
     print(f"  ticks recorded {recorded}, absent {expected - recorded}, outcomes {outcomes}")
-    print(
-        f"  runs {len(rows)}, statuses {dict(Counter(r[3] for r in rows))}, "
-        f"started before fire time: {early}"
-    )
-    for label, index in (("decided", 0), ("claimed", 1), ("started", 2)):
-        values = [float(r[index]) for r in rows if r[index] is not None]
-        print(f"  fire -> {label:<8} {percentiles(values)}")
+    print(f"  fire -> decided  {percentiles(decided)}")
+    report_runs(conn, start, end)
 
 
 def burst(args: argparse.Namespace, log_dir: Path) -> None:
@@ -364,10 +437,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--coordinators", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=90.0,
+        help="seconds of the one-off task baseline; 0 skips it",
+    )
     parser.add_argument("--skip-steady", action="store_true")
     args = parser.parse_args(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="skiplock-cronbench-"))
     print(f"logs in {log_dir}; load average before: {os.getloadavg()}", flush=True)
+    if args.baseline > 0:
+        baseline(args, log_dir)
     if not args.skip_steady:
         steady(args, log_dir)
     if args.burst > 0:
