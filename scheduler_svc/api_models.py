@@ -35,7 +35,10 @@ def parse_rfc3339(value: object) -> datetime:
         raise ValueError("must be an RFC 3339 timestamp like 2026-01-02T15:04:05Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must include a UTC offset, e.g. Z or +02:00")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise ValueError("is out of range once converted to UTC") from None
 
 
 def check_horizon(value: datetime) -> datetime:

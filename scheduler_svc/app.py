@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -185,6 +185,16 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "schema_version": version})
 
 
+async def json_bodies_only(request: Request) -> None:
+    """A request body must be declared JSON: say so instead of failing on undecoded bytes."""
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if has_body and not (media == "application/json" or media.endswith("+json")):
+        raise HTTPException(415, "Content-Type must be application/json")
+
+
 def error_body(detail: Any) -> dict[str, Any]:
     return {"detail": detail}
 
@@ -268,6 +278,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
         description="Schedule shell commands once or on cron schedules; read what happened.",
         version="1.0",
         lifespan=lifespan,
+        dependencies=[Depends(json_bodies_only)],
     )
     app.include_router(router)
     app.include_router(schedules_router)

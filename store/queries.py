@@ -7,6 +7,7 @@ the one clock that decides when work is due, so no two machines' clocks are ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -40,11 +41,12 @@ REQUEUE_AFTER_REFUSAL_SECONDS = 0.25
 
 # --- schema -----------------------------------------------------------------------------------
 
-# The highest migration applied; None when the version table does not exist yet.
-SCHEMA_VERSION = """
-SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL
-            ELSE (SELECT max(version) FROM schema_migrations) END AS version
-"""
+# Whether the migrations' version table exists yet (a statement naming a missing table fails
+# when parsed, even in a branch that never runs, so this is asked first).
+SCHEMA_MIGRATIONS_EXIST = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+
+# The highest migration applied.
+SCHEMA_VERSION = "SELECT max(version) FROM schema_migrations"
 
 # Wake every coordinator's loops; only a hint, correctness never depends on it.
 NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', '')"
@@ -304,6 +306,11 @@ RETURNING a.task_id, a.attempt, a.worker_id, w.address
 
 
 async def schema_version(conn: Conn) -> int | None:
+    """The highest migration applied; None before the first migration."""
+    cur = await conn.execute(SCHEMA_MIGRATIONS_EXIST)
+    exists = await cur.fetchone()
+    if not exists or not exists[0]:
+        return None
     cur = await conn.execute(SCHEMA_VERSION)
     row = await cur.fetchone()
     return None if row is None or row[0] is None else int(row[0])
@@ -691,28 +698,12 @@ async def database_now(conn: Conn) -> datetime:
     return value
 
 
-def _settings_params(settings: ScheduleSettings) -> dict[str, object]:
-    return {
-        "name": settings.name,
-        "cron": settings.cron,
-        "timezone": settings.timezone,
-        "command": settings.command,
-        "overlap": settings.overlap,
-        "catchup_window_seconds": settings.catchup_window_seconds,
-        "timeout_seconds": settings.timeout_seconds,
-        "max_retries": settings.max_retries,
-        "retry_backoff_seconds": settings.retry_backoff_seconds,
-        "paused": settings.paused,
-        "jitter_seconds": settings.jitter_seconds,
-    }
-
-
 async def insert_schedule(
     conn: Conn, schedule_id: UUID, settings: ScheduleSettings, at: datetime, next_fire_at: datetime
 ) -> ScheduleRow | None:
     """Create a schedule anchored at `at`; None when a live schedule has the name."""
     cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    params = {**_settings_params(settings), "id": schedule_id, "at": at}
+    params = {**asdict(settings), "id": schedule_id, "at": at}
     await cur.execute(INSERT_SCHEDULE, params | {"next_fire_at": next_fire_at})
     return await cur.fetchone()
 
@@ -749,7 +740,7 @@ async def update_schedule(
 ) -> ScheduleRow | None:
     """Replace the settings of a live schedule (raises UniqueViolation for a taken name)."""
     cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    params = {**_settings_params(settings), "id": schedule_id, "at": at, "anchor_at": anchor_at}
+    params = {**asdict(settings), "id": schedule_id, "at": at, "anchor_at": anchor_at}
     await cur.execute(UPDATE_SCHEDULE, params | {"next_fire_at": next_fire_at})
     return await cur.fetchone()
 
