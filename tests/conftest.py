@@ -63,15 +63,31 @@ def template_database(pg_admin_url: str) -> Iterator[str]:
         dbsupport.drop_database(pg_admin_url, name)
 
 
-@pytest.fixture
-def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
-    """URL of a fresh, fully migrated database of this test's own, dropped afterwards."""
+def _new_database(pg_admin_url: str, template: str | None) -> Iterator[str]:
     name = dbsupport.unique_name(dbsupport.DATABASE_PREFIX)
-    url = dbsupport.create_database(pg_admin_url, name, template=template_database)
+    url = dbsupport.create_database(pg_admin_url, name, template=template)
     try:
         yield url
     finally:
         dbsupport.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
+    """URL of a fresh, fully migrated database of this test's own, dropped afterwards."""
+    yield from _new_database(pg_admin_url, template_database)
+
+
+@pytest.fixture
+def empty_database_url(pg_admin_url: str) -> Iterator[str]:
+    """URL of a database with nothing in it: no schema, no migrations."""
+    yield from _new_database(pg_admin_url, None)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
+    """Like `database_url`, shared by the tests of one module (e.g. for a module-wide cluster)."""
+    yield from _new_database(pg_admin_url, template_database)
 
 
 @pytest.fixture

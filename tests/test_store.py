@@ -1,0 +1,553 @@
+"""The store against a real PostgreSQL: the migrated schema matches every statement the code
+runs, migrations are idempotent and safe when run at once, and the claim is never early, uses
+its partial index, gives concurrent claimers disjoint work within each worker's slots, and
+reports for stale attempts change nothing. The DDL's CHECKs reject invalid rows."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import inspect
+import json
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from coordinator_svc.dispatcher import round_robin_slots
+from store import migrate, models, queries
+from store.models import AttemptEnd, AttemptKey, ClaimedAttempt
+from tests.support.processes import REPO_ROOT, wait_for
+
+Db = psycopg.Connection[Any]
+AConn = psycopg.AsyncConnection[Any]
+
+# --- the schema the code queries -----------------------------------------------------------
+
+_VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def sql_statements() -> dict[str, str]:
+    """Every named SQL statement in store/queries.py."""
+    found = {}
+    for name, value in vars(queries).items():
+        if name.isupper() and isinstance(value, str) and value.strip():
+            first = value.split(None, 1)[0].upper()
+            if first in (*_VERBS, "LISTEN"):
+                found[name] = value
+    return found
+
+
+def positional(query: str) -> str:
+    """psycopg's %(name)s placeholders as the server's $n (one number per name)."""
+    numbers: dict[str, int] = {}
+    return _PLACEHOLDER.sub(
+        lambda m: f"${numbers.setdefault(m.group(1), len(numbers) + 1)}", query
+    ).replace("%%", "%")
+
+
+def row_classes() -> dict[str, set[type]]:
+    """Statement name -> the dataclasses its rows are built into (class_row) in queries.py."""
+    tree = ast.parse(inspect.getsource(queries))
+    statements = set(sql_statements())
+    mapping: dict[str, set[type]] = {}
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        classes = {
+            getattr(models, node.args[0].id)
+            for node in ast.walk(fn)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "class_row"
+            and isinstance(node.args[0], ast.Name)
+        }
+        used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in statements}
+        for name in used:
+            mapping.setdefault(name, set()).update(classes)
+    return mapping
+
+
+def schema_problems(conn: Db) -> list[str]:
+    """Prepare every statement (the server resolves every table, column and type, as it would
+    to run it) and check the columns of rows built into dataclasses against their fields.
+    Runs inside the caller's transaction, each statement under a savepoint."""
+    problems = []
+    classes = row_classes()
+    for name, query in sql_statements().items():
+        if query.split(None, 1)[0].upper() == "LISTEN":
+            continue  # a utility statement: not preparable, and it names no table
+        conn.execute("SAVEPOINT schema_check")
+        result = conn.pgconn.prepare(b"", positional(query).encode())
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            problems.append(f"{name}: {(result.error_message or b'').decode().strip()}")
+            conn.execute("ROLLBACK TO SAVEPOINT schema_check")
+            continue
+        described = conn.pgconn.describe_prepared(b"")
+        columns = {(described.fname(i) or b"").decode() for i in range(described.nfields)}
+        for cls in classes.get(name, set()):
+            fields = {f.name for f in dataclasses.fields(cls)}
+            required = {
+                f.name
+                for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            }
+            if columns and not required <= columns <= fields:
+                problems.append(
+                    f"{name} -> {cls.__name__}: columns without a field {sorted(columns - fields)},"
+                    f" fields without a column {sorted(required - columns)}"
+                )
+        conn.execute("RELEASE SAVEPOINT schema_check")
+    return problems
+
+
+def test_every_statement_prepares_against_the_migrated_schema(database_url):
+    statements = sql_statements()
+    # The finder really finds the statements (a broken one would make this test vacuous).
+    assert {"CLAIM_DUE_TASKS", "END_ATTEMPT", "INSERT_TASK", "UPSERT_WORKER"} <= set(statements)
+    assert len(row_classes()) >= 10
+    with psycopg.connect(database_url) as conn:
+        assert schema_problems(conn) == []
+        conn.rollback()
+        conn.autocommit = True
+        conn.execute(queries.LISTEN_WAKEUP)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("ALTER TABLE tasks RENAME COLUMN run_at TO due_at", 'column "run_at" does not exist'),
+        ("ALTER TABLE workers RENAME COLUMN open_attempts TO busy", '"open_attempts"'),
+        ("ALTER TABLE attempts ADD COLUMN note text", "columns without a field ['note']"),
+        ("ALTER TABLE schedules DROP COLUMN jitter_seconds", '"jitter_seconds"'),
+    ],
+)
+def test_the_schema_check_notices_a_schema_the_code_does_not_match(database_url, change, says):
+    with psycopg.connect(database_url) as conn:
+        conn.execute(change)
+        problems = schema_problems(conn)
+        conn.rollback()
+    assert any(says in p for p in problems), problems
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+SCHEMA_FINGERPRINT = """
+SELECT 'column', table_name || '.' || column_name || ' ' || data_type || ' '
+       || is_nullable || ' ' || coalesce(column_default, '')
+FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'public'
+ORDER BY 1, 2
+"""
+
+
+def fingerprint(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        return [(str(a), str(b)) for a, b in conn.execute(SCHEMA_FINGERPRINT).fetchall()]
+
+
+def advisory_waiters(conn: Db) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_migrations_run_at_once_by_several_processes_apply_each_version_once(
+    empty_database_url, database_url
+):
+    latest = migrate.latest_version()
+    script = "import sys; from store.migrate import migrate; print(migrate(sys.argv[1]))"
+    with psycopg.connect(empty_database_url, autocommit=True) as holder:
+        # Hold the migration lock so that every process is provably waiting at the same time.
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, empty_database_url],
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        try:
+            wait_for(lambda: advisory_waiters(holder) == 4, 30, message="4 migrators waiting")
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        outcomes = [p.communicate(timeout=60) for p in procs]
+    for proc, (out, err) in zip(procs, outcomes, strict=True):
+        assert proc.returncode == 0, err
+        assert out.strip() == str(latest)
+    with psycopg.connect(empty_database_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == list(range(1, latest + 1))
+    # The result is exactly the schema of a database migrated alone (the suite's template).
+    assert fingerprint(empty_database_url) == fingerprint(database_url)
+
+
+def test_migrating_again_changes_nothing(database_url):
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    with ThreadPoolExecutor(3) as pool:
+        versions = list(pool.map(migrate.migrate, [database_url] * 3))
+    assert versions == [migrate.latest_version()] * 3
+    with psycopg.connect(database_url) as conn:
+        after = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    assert sorted(after) == sorted(before)
+
+
+# --- claiming -------------------------------------------------------------------------------
+
+
+def run(url: str, work: Callable[[AConn], Any]) -> Any:
+    """Run async `work` in one transaction on a fresh connection, from synchronous test code."""
+
+    async def go() -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            return await work(conn)
+
+    return asyncio.run(go())
+
+
+def add_worker(db: Db, worker_id: str, slots: int = 4) -> None:
+    db.execute(
+        "INSERT INTO workers (id, address, slots, last_heartbeat_at) VALUES (%s, %s, %s, now())",
+        (worker_id, f"127.0.0.1:{9000 + len(worker_id)}", slots),
+    )
+
+
+def add_tasks(db: Db, offsets: list[float], command: str = "true") -> list[uuid.UUID]:
+    """Queued tasks due at now() + offset seconds (negative: already due)."""
+    ids = [uuid.uuid4() for _ in offsets]
+    db.execute(
+        "INSERT INTO tasks (id, command, scheduled_at, run_at)"
+        " SELECT id, %s, now() + make_interval(secs => o), now() + make_interval(secs => o)"
+        " FROM unnest(%s::uuid[], %s::float8[]) AS x (id, o)",
+        (command, ids, offsets),
+    )
+    return ids
+
+
+async def claim_and_now(conn: AConn, slots: list[str]) -> tuple[list[ClaimedAttempt], datetime]:
+    claimed = await queries.claim_due_tasks(conn, slots)
+    cur = await conn.execute("SELECT now()")  # the claim's own clock: same transaction
+    row = await cur.fetchone()
+    assert row is not None
+    return claimed, row[0]
+
+
+def test_the_claim_never_returns_a_task_before_its_run_at(db, database_url):
+    add_worker(db, "w1", slots=100)
+    due = add_tasks(db, [-1.0, -0.5, 0.0])
+    soon = add_tasks(db, [0.05 * k for k in range(1, 21)])
+    later = add_tasks(db, [3600.0, 86400.0])
+    claimed: list[uuid.UUID] = []
+    deadline = time.monotonic() + 20
+    while len(claimed) < len(due) + len(soon) and time.monotonic() < deadline:
+        batch, now = run(database_url, lambda c: claim_and_now(c, ["w1"] * 7))
+        for attempt in batch:
+            assert attempt.run_at <= now, f"claimed {attempt.task_id} before its run_at"
+        claimed += [a.task_id for a in batch]
+    assert sorted(claimed) == sorted(due + soon)  # each once, and never the later ones
+    states = dict(db.execute("SELECT id, status FROM tasks WHERE id = ANY(%s)", (later,)))
+    assert states == {t: "queued" for t in later}
+    row = db.execute("SELECT count(*) FROM tasks WHERE picked_at < run_at").fetchone()
+    assert row == (0,)
+
+
+def plan_of(db: Db, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of the statement's plan, flattened."""
+    row = db.execute(f"EXPLAIN (FORMAT JSON) {statement}", params).fetchone()
+    assert row is not None
+    document = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    nodes, stack = [], [document[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    return nodes
+
+
+def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
+    # A realistic table: many finished tasks and a few queued ones, with fresh statistics.
+    db.execute(
+        "INSERT INTO tasks (id, command, status, scheduled_at, run_at, completed_at)"
+        " SELECT gen_random_uuid(), 'true', 'succeeded', t, t, t + interval '1 second'"
+        " FROM generate_series(now() - interval '30 days', now() - interval '1 minute',"
+        "                      interval '1 minute') AS t"
+    )
+    add_tasks(db, [-1.0] * 20 + [60.0] * 20)
+    db.execute("ANALYZE tasks")
+    params = {"limit": 8, "slot_workers": ["w1"] * 8}
+
+    def scans() -> list[tuple[str, str | None]]:
+        return [
+            (n["Node Type"], n.get("Index Name"))
+            for n in plan_of(db, queries.CLAIM_DUE_TASKS, params)
+            if n.get("Relation Name") == "tasks"
+        ]
+
+    assert ("Index Scan", "tasks_queued_run_at") in scans()
+    assert not any(kind == "Seq Scan" for kind, _ in scans())
+    # The same plan without the index reads the whole table: what the index saves.
+    with db.transaction(force_rollback=True):
+        db.execute("DROP INDEX tasks_queued_run_at")
+        assert ("Seq Scan", None) in scans()
+
+
+def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, database_url):
+    slots = {"w1": 3, "w2": 2, "w3": 4}
+    for worker_id, n in slots.items():
+        add_worker(db, worker_id, n)
+    tasks = add_tasks(db, [-1.0] * 90)
+    claims: list[tuple[str, ClaimedAttempt]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    async def claim_once(conn: AConn) -> list[ClaimedAttempt]:
+        workers = await queries.lock_available_workers(conn, 3600.0)
+        claimed = await queries.claim_due_tasks(conn, round_robin_slots(workers, 0))
+        # The locked workers' open attempts, as counted by everyone's committed work and ours.
+        cur = await conn.execute(
+            "SELECT w.id, w.slots, w.open_attempts, count(a.task_id) FROM workers w"
+            " LEFT JOIN attempts a ON a.worker_id = w.id AND a.ended_at IS NULL"
+            " WHERE w.id = ANY(%s) GROUP BY w.id",
+            ([w.id for w in workers],),
+        )
+        for worker_id, n_slots, counter, open_now in await cur.fetchall():
+            assert open_now <= n_slots, f"{worker_id} oversubscribed: {open_now}/{n_slots}"
+            assert counter == open_now, f"{worker_id} counts {counter}, has {open_now} open"
+        return claimed
+
+    async def claimer(name: str, seed: int) -> None:
+        rng = random.Random(seed)
+        held: list[ClaimedAttempt] = []
+        # Autocommit: each `conn.transaction()` below is a transaction of its own.
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                async with conn.transaction():
+                    batch = await claim_once(conn)
+                with lock:
+                    claims.extend((name, c) for c in batch)
+                held += batch
+                rng.shuffle(held)
+                k = rng.randint(0, len(held))
+                finishing, held = held[:k], held[k:]
+                for attempt in finishing:
+                    end = AttemptEnd(
+                        attempt.task_id,
+                        attempt.attempt,
+                        "succeeded",
+                        None,
+                        worker_id=attempt.worker_id,
+                        exit_code=0,
+                    )
+                    async with conn.transaction():
+                        assert await queries.end_attempt(conn, end) == (True, "succeeded")
+                cur = await conn.execute("SELECT count(*) FROM tasks WHERE status <> 'succeeded'")
+                row = await cur.fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                if not batch and not held:
+                    await asyncio.sleep(0.005)  # all slots are others'; let them finish
+
+    def thread_main(name: str, seed: int) -> None:
+        try:
+            asyncio.run(claimer(name, seed))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread_main, args=(f"c{i}", i)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert not errors, errors
+    claimed_ids = [c.task_id for _, c in claims]
+    assert Counter(claimed_ids).most_common(1)[0][1] == 1, "a task was claimed twice"
+    assert sorted(claimed_ids) == sorted(tasks)
+    assert len({name for name, _ in claims}) > 1, "only one claimer ever got work"
+    assert {c.worker_id for _, c in claims} == set(slots)
+    rows = db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall()
+    assert rows == [(w, 0) for w in sorted(slots)]
+    row = db.execute("SELECT count(*), max(attempt) FROM attempts").fetchone()
+    assert row == (len(tasks), 1)
+
+
+# --- fenced reports -------------------------------------------------------------------------
+
+
+def task_row(db: Db, task_id: uuid.UUID) -> tuple[Any, ...]:
+    row = db.execute(
+        "SELECT status, attempt, worker_id, exit_code, started_at, completed_at FROM tasks"
+        " WHERE id = %s",
+        (task_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_reports_for_a_stale_attempt_change_nothing(db, database_url):
+    add_worker(db, "w1")
+    add_worker(db, "w2")
+    (task,) = add_tasks(db, [-1.0])
+    (first,) = run(database_url, lambda c: queries.claim_due_tasks(c, ["w1"]))
+    # w1 never took it: back to the queue without using a retry, then w2 gets attempt 2.
+    refused = AttemptEnd(task, 1, "failed", "worker_refused", consumes_retry=False, worker_id="w1")
+    assert run(database_url, lambda c: queries.end_attempt(c, refused)) == (True, "queued")
+    db.execute("UPDATE tasks SET run_at = now() WHERE id = %s", (task,))
+    (second,) = run(database_url, lambda c: queries.claim_due_tasks(c, ["w2"]))
+    assert (first.attempt, second.attempt, second.worker_id) == (1, 2, "w2")
+    before = task_row(db, task)
+    workers_before = db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall()
+    attempts_before = db.execute("SELECT * FROM attempts ORDER BY attempt").fetchall()
+
+    stale_end = AttemptEnd(task, 1, "succeeded", None, worker_id="w1", exit_code=0)
+    wrong_worker = AttemptEnd(task, 2, "failed", "exit_code", worker_id="w1", exit_code=1)
+    assert run(database_url, lambda c: queries.end_attempt(c, stale_end)) == (False, None)
+    assert run(database_url, lambda c: queries.end_attempt(c, wrong_worker)) == (False, None)
+    stale_start = datetime.now().astimezone()
+    assert not run(
+        database_url,
+        lambda c: queries.mark_attempt_running(c, AttemptKey(task, 1), "w1", stale_start, "x"),
+    )
+    assert task_row(db, task) == before
+    assert db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall() == (
+        workers_before
+    )
+    assert db.execute("SELECT * FROM attempts ORDER BY attempt").fetchall() == attempts_before
+
+    # The current attempt's own worker is heard.
+    current = AttemptEnd(task, 2, "failed", "exit_code", worker_id="w2", exit_code=7)
+    assert run(database_url, lambda c: queries.end_attempt(c, current)) == (True, "failed")
+    status, attempt, worker_id, exit_code, _, completed_at = task_row(db, task)
+    assert (status, attempt, worker_id, exit_code) == ("failed", 2, "w2", 7)
+    assert completed_at is not None
+    # ...once: a repeat of the same final report is stale too.
+    assert run(database_url, lambda c: queries.end_attempt(c, current)) == (False, None)
+
+
+# --- DDL CHECKs -----------------------------------------------------------------------------
+
+TASK = {
+    "id": None,
+    "command": "true",
+    "status": "queued",
+    "scheduled_at": "2030-01-01T00:00:00Z",
+    "run_at": "2030-01-01T00:00:00Z",
+}
+ATTEMPT = {
+    "task_id": None,
+    "attempt": 1,
+    "worker_id": "w1",
+    "status": "dispatched",
+    "picked_at": "2030-01-01T00:00:01Z",
+}
+WORKER = {"id": None, "address": "10.0.0.5:8000", "slots": 4, "last_heartbeat_at": "now"}
+DONE = {"completed_at": "2030-01-01T00:00:02Z"}
+
+
+def insert(db: Db, table: str, row: dict[str, Any]) -> None:
+    values = {k: (str(uuid.uuid4()) if v is None else v) for k, v in row.items()}
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"%({k})s" for k in values)
+    db.execute(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", values)
+
+
+@pytest.fixture
+def attempt_parent(db: Db) -> dict[str, Any]:
+    """A task and worker w1 that attempts may point at."""
+    task_id = uuid.uuid4()
+    insert(db, "tasks", TASK | {"id": task_id})
+    insert(db, "workers", WORKER | {"id": "w1"})
+    return {"task_id": task_id}
+
+
+@pytest.mark.parametrize(
+    ("table", "fields"),
+    [
+        ("tasks", {}),
+        ("tasks", {"command": "x" * 65536}),
+        ("tasks", {"status": "succeeded", **DONE}),
+        ("tasks", {"status": "failed", "failed_at": "2030-01-01T00:00:02Z", **DONE}),
+        (
+            "tasks",
+            {
+                "status": "running",
+                "worker_id": "w",
+                "picked_at": "2030-01-01T00:00:00Z",
+                "started_at": "2030-01-01T00:00:00Z",
+            },
+        ),
+        ("workers", {}),
+        ("attempts", {}),
+        (
+            "attempts",
+            {"status": "failed", "reason": "exit_code", "ended_at": "2030-01-01T00:00:02Z"},
+        ),
+    ],
+)
+def test_valid_rows_are_accepted(db, attempt_parent, table, fields):
+    base = {"tasks": TASK, "workers": WORKER, "attempts": ATTEMPT | attempt_parent}[table]
+    insert(db, table, base | fields)
+
+
+@pytest.mark.parametrize(
+    ("table", "fields"),
+    [
+        ("tasks", {"status": "paused"}),
+        ("tasks", {"command": ""}),
+        ("tasks", {"command": "é" * 32769}),  # 65538 bytes
+        ("tasks", {"run_at": "2029-12-31T23:59:59Z"}),  # before scheduled_at
+        ("tasks", {"status": "succeeded"}),  # without completed_at
+        ("tasks", {"completed_at": "2030-01-01T00:00:02Z"}),  # queued yet completed
+        ("tasks", {"status": "failed", **DONE}),  # without failed_at
+        ("tasks", {"status": "cancelled", **DONE}),  # without cancelled_at
+        ("tasks", {"status": "dispatched", "picked_at": "2030-01-01T00:00:00Z"}),  # no worker
+        ("tasks", {"status": "running", "worker_id": "w", "picked_at": "2030-01-01T00:00:00Z"}),
+        ("tasks", {"picked_at": "2029-12-31T00:00:00Z"}),  # picked before its run_at
+        ("tasks", {"max_retries": 101}),
+        ("tasks", {"attempt": -1}),
+        ("tasks", {"timeout_seconds": 0}),
+        ("tasks", {"idempotency_key": "k"}),  # without request_hash
+        ("tasks", {"fire_time": "2030-01-01T00:00:00Z"}),  # a tick without a schedule
+        ("workers", {"address": "0.0.0.0:8000"}),
+        ("workers", {"address": ""}),
+        ("workers", {"slots": -1}),
+        ("workers", {"open_attempts": -1}),
+        ("workers", {"id": ""}),
+        ("attempts", {"status": "lost"}),
+        ("attempts", {"attempt": 0}),
+        ("attempts", {"status": "running"}),  # without started_at
+        ("attempts", {"reason": "bored"}),
+        ("attempts", {"status": "failed", "ended_at": "2030-01-01T00:00:02Z"}),  # no reason
+        ("attempts", {"ended_at": "2030-01-01T00:00:02Z"}),  # open status yet ended
+        ("attempts", {"status": "succeeded", "ended_at": "2029-01-01T00:00:00Z"}),
+        ("attempts", {"detail": "x" * 2001}),
+    ],
+)
+def test_check_constraints_reject_invalid_rows(db, attempt_parent, table, fields):
+    base = {"tasks": TASK, "workers": WORKER, "attempts": ATTEMPT | attempt_parent}[table]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        insert(db, table, base | fields)
