@@ -32,7 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,10 @@ import psycopg  # noqa: E402
 from common.cronspec import fire_times, fire_times_between, parse  # noqa: E402
 from store import queries  # noqa: E402
 from store.migrate import migrate  # noqa: E402
-from store.models import NewTask, ScheduleSettings  # noqa: E402
+from store.models import NewTask  # noqa: E402
 from tests.support import db as dbsupport  # noqa: E402
 from tests.support.processes import Cluster, ServiceProcess, wait_for  # noqa: E402
+from tests.support.schedules import DEFAULTS  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -135,22 +136,6 @@ def fresh_database(admin_url: str) -> Iterator[str]:
         dbsupport.drop_database(admin_url, name)
 
 
-def settings(name: str, cron: str) -> ScheduleSettings:
-    return ScheduleSettings(
-        name=name,
-        cron=cron,
-        timezone="UTC",
-        command="true",
-        overlap="skip",
-        catchup_window_seconds=60,
-        timeout_seconds=None,
-        max_retries=0,
-        retry_backoff_seconds=1.0,
-        paused=False,
-        jitter_seconds=0.0,
-    )
-
-
 def create_schedules(url: str, crons: Sequence[str]) -> None:
     """Create the schedules as POST /schedules would, in one transaction (fast)."""
 
@@ -160,9 +145,14 @@ def create_schedules(url: str, crons: Sequence[str]) -> None:
             for i, cron in enumerate(crons):
                 spec = parse(cron, "UTC")
                 first = fire_times(spec, at, at, 1)[0]
-                await queries.insert_schedule(
-                    conn, uuid.uuid4(), settings(f"bench-{i:05d}", cron), at, first
+                chosen = replace(
+                    DEFAULTS,
+                    name=f"bench-{i:05d}",
+                    cron=cron,
+                    overlap="skip",
+                    catchup_window_seconds=60,
                 )
+                await queries.insert_schedule(conn, uuid.uuid4(), chosen, at, first)
 
     asyncio.run(insert())
 

@@ -128,28 +128,6 @@ TICK_OUTCOMES = ("started", "skipped_overlap", "skipped_paused", "missed", "canc
 
 
 @dataclass(frozen=True)
-class ScheduleRow:
-    id: UUID
-    name: str
-    cron: str
-    timezone: str
-    command: str
-    overlap: str
-    catchup_window_seconds: int
-    timeout_seconds: float | None
-    max_retries: int
-    retry_backoff_seconds: float
-    paused: bool
-    jitter_seconds: float
-    created_at: datetime
-    updated_at: datetime
-    anchor_at: datetime
-    active_from: datetime
-    next_fire_at: datetime
-    deleted_at: datetime | None
-
-
-@dataclass(frozen=True)
 class ScheduleSettings:
     """What a user sets on a schedule (POST, or PATCH merged over the current row)."""
 
@@ -164,6 +142,17 @@ class ScheduleSettings:
     retry_backoff_seconds: float
     paused: bool
     jitter_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRow(ScheduleSettings):
+    id: UUID
+    created_at: datetime
+    updated_at: datetime
+    anchor_at: datetime
+    active_from: datetime
+    next_fire_at: datetime
+    deleted_at: datetime | None
 
 
 @dataclass(frozen=True)
