@@ -84,6 +84,8 @@ def database_url(env: Mapping[str, str]) -> str:
     password = env.get("POSTGRES_PASSWORD", "")
     auth = f"{user}:{quote(password, safe='')}" if password else user
     host = env["POSTGRES_HOST"]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
     port = env.get("POSTGRES_PORT", "5432")
     db = quote(env.get("POSTGRES_DB", "skiplock"), safe="")
     return f"postgresql://{auth}@{host}:{port}/{db}"

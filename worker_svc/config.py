@@ -9,14 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import (
-    ConfigError,
-    ListenAddress,
-    cluster_token,
-    is_loopback,
-    parse_listen,
-    secure_listen,
-)
+from common.config import ConfigError, ListenAddress, cluster_token, parse_listen, secure_listen
+
+# Bind-all addresses: fine to listen on, never an address to dial.
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 @dataclass(frozen=True)
@@ -37,17 +33,37 @@ class WorkerConfig:
 
 
 def advertised_address(listen: ListenAddress, env: Mapping[str, str]) -> str:
-    """WORKER_ADDRESS (+ port), else the bound host when specific, else this machine's hostname."""
+    """WORKER_ADDRESS (+ port), else the bound host when specific, else this machine's hostname.
+
+    Never a wildcard: coordinators dial this address.
+    """
     explicit = env.get("WORKER_ADDRESS", "").strip()
     if explicit:
-        host, sep, port = explicit.rpartition(":")
-        if sep and port.isdigit() and not host.endswith(":"):
-            return explicit
-        return f"{explicit}:{listen.port}"
-    if listen.host and listen.host not in ("0.0.0.0", "::"):
-        host = listen.host
-        return f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
-    return f"{socket.gethostname()}:{listen.port}"
+        host, port = split_address(explicit, listen.port)
+    elif listen.host and listen.host not in WILDCARD_HOSTS:
+        host, port = listen.host, listen.port
+    else:
+        host, port = socket.gethostname(), listen.port
+    if host in WILDCARD_HOSTS:
+        raise ConfigError(
+            f"WORKER_ADDRESS {explicit!r} is a wildcard that coordinators cannot dial; "
+            "give this worker's hostname or IP address"
+        )
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_address(text: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', a bare IPv6 address, '[v6]' or '[v6]:port' -> (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:  # a name, an IPv4 address or a bare IPv6 address
+        host, port = text, ""
+    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+        raise ConfigError(f"WORKER_ADDRESS: expected host or host:port, got {text!r}")
+    return host, int(port) if port else default_port
 
 
 def parse_coordinators(value: str) -> tuple[str, ...]:
@@ -108,13 +124,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         parse_listen(args.worker_port, "--worker_port"), token, args.insecure, "--worker_port"
     )
     advertise = advertised_address(listen, env)
-    if (
-        not token
-        and not args.insecure
-        and not env.get("WORKER_ADDRESS")
-        and is_loopback(listen.host)
-    ):
-        advertise = f"127.0.0.1:{listen.port}"
     worker_id = env.get("WORKER_ID", "").strip() or f"{socket.gethostname()}-{listen.port}"
     return WorkerConfig(
         listen=listen,

@@ -1,0 +1,236 @@
+"""Configuration built from flags and environment: the database URL, listen addresses, the
+worker's advertised address, and the rule that without a cluster token only loopback is bound."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from common.config import (
+    DEFAULT_DATABASE_URL,
+    ConfigError,
+    ListenAddress,
+    database_url,
+    parse_listen,
+)
+from coordinator_svc import config as coordinator_config
+from scheduler_svc import config as scheduler_config
+from worker_svc import config as worker_config
+
+HOST = socket.gethostname()
+TOKEN = {"SKIPLOCK_CLUSTER_TOKEN": "s3cret"}
+
+# --- the database ---------------------------------------------------------------------------
+
+
+def test_database_url_wins_over_the_postgres_variables():
+    env = {"DATABASE_URL": " postgresql://u@db:6543/x ", "POSTGRES_HOST": "elsewhere"}
+    assert database_url(env) == "postgresql://u@db:6543/x"
+
+
+@pytest.mark.parametrize("env", [{}, {"DATABASE_URL": "  "}, {"POSTGRES_DB": "other"}])
+def test_without_a_url_or_a_host_the_local_default_is_used(env):
+    assert database_url(env) == DEFAULT_DATABASE_URL
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"POSTGRES_HOST": "postgres"},
+            {"host": "postgres", "port": "5432", "user": "postgres", "dbname": "skiplock"},
+        ),
+        (
+            {
+                "POSTGRES_HOST": "db.internal",
+                "POSTGRES_PORT": "6543",
+                "POSTGRES_DB": "jobs db",
+                "POSTGRES_USER": "sk@user",
+                "POSTGRES_PASSWORD": "p@ss:w/rd?#%",
+            },
+            {
+                "host": "db.internal",
+                "port": "6543",
+                "dbname": "jobs db",
+                "user": "sk@user",
+                "password": "p@ss:w/rd?#%",
+            },
+        ),
+        ({"POSTGRES_HOST": "::1"}, {"host": "::1", "port": "5432"}),
+    ],
+)
+def test_the_postgres_variables_compose_a_url_libpq_reads_back(env, expected):
+    url = database_url(env)
+    assert url.startswith("postgresql://")
+    parsed = conninfo_to_dict(url)
+    assert {k: str(parsed.get(k)) for k in expected} == expected
+    if "POSTGRES_PASSWORD" not in env:
+        assert "password" not in parsed
+
+
+def test_every_service_reads_the_same_database_settings():
+    env = {"POSTGRES_HOST": "pg", "POSTGRES_DB": "d", **TOKEN}
+    expected = "postgresql://postgres@pg:5432/d"
+    assert scheduler_config.load([], env).database_url == expected
+    assert coordinator_config.load([], env).database_url == expected
+
+
+# --- listen addresses -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "host", "port"),
+    [
+        (":8080", "", 8080),
+        ("8080", "", 8080),
+        (" :8081 ", "", 8081),
+        ("127.0.0.1:9000", "127.0.0.1", 9000),
+        ("localhost:1", "localhost", 1),
+        ("[::1]:65535", "::1", 65535),
+        ("0.0.0.0:8000", "0.0.0.0", 8000),
+    ],
+)
+def test_listen_addresses_parse(value, host, port):
+    assert parse_listen(value, "--flag") == ListenAddress(host, port)
+
+
+@pytest.mark.parametrize("value", ["", ":", "abc", "host:", ":0", ":65536", "host:http", ":-1"])
+def test_bad_listen_addresses_name_the_flag(value):
+    with pytest.raises(ConfigError, match="--scheduler_port"):
+        parse_listen(value, "--scheduler_port")
+
+
+def test_bind_host_and_grpc_target():
+    assert ListenAddress("", 80).bind_host == "0.0.0.0"
+    assert ListenAddress("", 80).grpc_target() == "0.0.0.0:80"
+    assert ListenAddress("::1", 80).grpc_target() == "[::1]:80"
+
+
+def test_scheduler_port_and_host_flags():
+    assert scheduler_config.load([], {}).listen == ListenAddress("", 8081)
+    config = scheduler_config.load(["--scheduler_port=:9091", "--host", "127.0.0.1"], {})
+    assert config.listen == ListenAddress("127.0.0.1", 9091)
+    assert scheduler_config.load(["--scheduler-port=10.0.0.1:1"], {}).listen.port == 1
+
+
+# --- only loopback without a token ----------------------------------------------------------
+
+LOADERS = {
+    "coordinator": (coordinator_config.load, "--coordinator_port"),
+    "worker": (worker_config.load, "--worker_port"),
+}
+
+
+@pytest.mark.parametrize("service", LOADERS)
+def test_without_a_token_a_bare_port_binds_loopback_only(service):
+    load, flag = LOADERS[service]
+    assert load([f"{flag}=:7000"], {}).listen == ListenAddress("127.0.0.1", 7000)
+
+
+@pytest.mark.parametrize("service", LOADERS)
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "example.com", "::"])
+def test_without_a_token_other_interfaces_are_refused(service, host):
+    load, flag = LOADERS[service]
+    bracketed = f"[{host}]" if ":" in host else host
+    with pytest.raises(ConfigError, match="SKIPLOCK_CLUSTER_TOKEN"):
+        load([f"{flag}={bracketed}:7000"], {})
+
+
+@pytest.mark.parametrize("service", LOADERS)
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_without_a_token_loopback_addresses_are_fine(service, host):
+    load, flag = LOADERS[service]
+    bracketed = f"[{host}]" if ":" in host else host
+    assert load([f"{flag}={bracketed}:7000"], {}).listen == ListenAddress(host, 7000)
+
+
+@pytest.mark.parametrize("service", LOADERS)
+def test_a_token_or_insecure_allows_every_interface(service):
+    load, flag = LOADERS[service]
+    assert load([f"{flag}=:7000"], TOKEN).listen == ListenAddress("", 7000)
+    assert load([f"{flag}=0.0.0.0:7000"], TOKEN).token == "s3cret"
+    assert load([f"{flag}=0.0.0.0:7000", "--insecure"], {}).listen.host == "0.0.0.0"
+    # A blank token is no token.
+    with pytest.raises(ConfigError):
+        load([f"{flag}=0.0.0.0:7000"], {"SKIPLOCK_CLUSTER_TOKEN": "  "})
+
+
+# --- the worker's advertised address --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "advertised"),
+    [
+        # WORKER_ADDRESS, with the listen port unless it names one
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": "worker-3"}, "worker-3:8000"),
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": "10.0.0.7:9000"}, "10.0.0.7:9000"),
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": " w.example "}, "w.example:8000"),
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": "fd00::7"}, "[fd00::7]:8000"),
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": "[fd00::7]"}, "[fd00::7]:8000"),
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": "[fd00::7]:9"}, "[fd00::7]:9"),
+        (["--worker_port=:8000"], {"WORKER_ADDRESS": "2001:db8::0:5"}, "[2001:db8::0:5]:8000"),
+        # all interfaces: this machine's hostname, never the wildcard
+        (["--worker_port=:8000"], {}, f"{HOST}:8000"),
+        (["--worker_port=0.0.0.0:8000"], {}, f"{HOST}:8000"),
+        (["--worker_port=[::]:8000"], {}, f"{HOST}:8000"),
+        # a specific interface is the address
+        (["--worker_port=10.0.0.9:8000"], {}, "10.0.0.9:8000"),
+        (["--worker_port=[fd00::9]:8000"], {}, "[fd00::9]:8000"),
+    ],
+)  # fmt: skip
+def test_advertised_address(args, env, advertised):
+    config = worker_config.load(args, env | TOKEN)
+    assert config.advertise_address == advertised
+    assert worker_config.load([*args, "--insecure"], env).advertise_address == advertised
+
+
+@pytest.mark.parametrize(
+    ("port_flag", "advertised"),
+    [
+        (":8000", "127.0.0.1:8000"),
+        ("127.0.0.2:8000", "127.0.0.2:8000"),
+        ("localhost:8000", "localhost:8000"),
+        ("[::1]:8000", "[::1]:8000"),
+    ],
+)
+def test_without_a_token_the_advertised_address_is_the_bound_loopback(port_flag, advertised):
+    assert worker_config.load([f"--worker_port={port_flag}"], {}).advertise_address == advertised
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "0.0.0.0:8000", "::", "[::]", "[::]:8000"])
+def test_a_wildcard_worker_address_is_refused(value):
+    with pytest.raises(ConfigError, match="wildcard"):
+        worker_config.load(["--worker_port=:8000"], {"WORKER_ADDRESS": value} | TOKEN)
+
+
+@pytest.mark.parametrize("value", ["host:port", "host:0", "host:99999", ":8000", "[fd00::1]:x"])
+def test_a_malformed_worker_address_is_refused(value):
+    with pytest.raises(ConfigError, match="WORKER_ADDRESS"):
+        worker_config.load(["--worker_port=:8000"], {"WORKER_ADDRESS": value} | TOKEN)
+
+
+def test_worker_defaults_and_flags():
+    config = worker_config.load([], {})
+    assert config.listen == ListenAddress("127.0.0.1", 8000)
+    assert config.coordinators == ("localhost:8080",)
+    assert (config.slots, str(config.output_dir)) == (4, "worker_output")
+    assert config.worker_id == f"{HOST}-8000"
+    config = worker_config.load(
+        ["--coordinator=a:1, b:2", "--slots=8", "--output-dir=/tmp/out"],
+        {"WORKER_ID": "w" * 300},
+    )
+    assert config.coordinators == ("a:1", "b:2")
+    assert config.slots == 8 and str(config.output_dir) == "/tmp/out"
+    assert config.worker_id == "w" * 200
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--slots=0"], ["--slots=1001"], ["--coordinator= , "], ["--coordinator=a:b"],
+     ["--drain-timeout=-1"]],
+)  # fmt: skip
+def test_bad_worker_flags_are_refused(args):
+    with pytest.raises(ConfigError):
+        worker_config.load(args, {})
