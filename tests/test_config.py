@@ -4,6 +4,8 @@ worker's advertised address, and the rule that without a cluster token only loop
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -117,7 +119,7 @@ def test_scheduler_port_and_host_flags():
 
 # --- only loopback without a token ----------------------------------------------------------
 
-LOADERS = {
+LOADERS: dict[str, tuple[Callable[..., Any], str]] = {
     "coordinator": (coordinator_config.load, "--coordinator_port"),
     "worker": (worker_config.load, "--worker_port"),
 }
