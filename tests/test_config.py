@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,14 +218,14 @@ def test_worker_defaults_and_flags():
     config = worker_config.load([], {})
     assert config.listen == ListenAddress("127.0.0.1", 8000)
     assert config.coordinators == ("localhost:8080",)
-    assert (config.slots, str(config.output_dir)) == (4, "worker_output")
+    assert (config.slots, config.output_dir) == (4, Path.cwd() / "worker_output")
     assert config.worker_id == f"{HOST}-8000"
     config = worker_config.load(
         ["--coordinator=a:1, b:2", "--slots=8", "--output-dir=/tmp/out"],
         {"WORKER_ID": "w" * 300},
     )
     assert config.coordinators == ("a:1", "b:2")
-    assert config.slots == 8 and str(config.output_dir) == "/tmp/out"
+    assert config.slots == 8 and config.output_dir == Path("/tmp/out")
     assert config.worker_id == "w" * 200
 
 

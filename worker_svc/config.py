@@ -129,7 +129,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         listen=listen,
         coordinators=parse_coordinators(args.coordinator),
         slots=args.slots,
-        output_dir=Path(args.output_dir),
+        # Absolute, so the path reported for each output file means the same to every reader.
+        output_dir=Path(args.output_dir).absolute(),
         drain_timeout=args.drain_timeout,
         worker_id=worker_id[:200],
         advertise_address=advertise,
