@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -25,16 +26,25 @@ def check_command(value: str) -> str:
     return value
 
 
+# RFC 3339 date-time (section 5.6); the offset is optional here only to say so when it is missing.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?",
+    re.ASCII,
+)
+_RFC3339_HINT = "must be an RFC 3339 timestamp like 2026-01-02T15:04:05Z"
+
+
 def parse_rfc3339(value: object) -> datetime:
     """An RFC 3339 timestamp with an explicit offset, as an aware UTC datetime."""
-    if not isinstance(value, str) or "T" not in value.upper():
-        raise ValueError("must be an RFC 3339 timestamp like 2026-01-02T15:04:05Z")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("must be an RFC 3339 timestamp like 2026-01-02T15:04:05Z") from None
-    if parsed.tzinfo is None:
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(_RFC3339_HINT)
+    if match["offset"] is None:
         raise ValueError("must include a UTC offset, e.g. Z or +02:00")
+    try:
+        parsed = datetime.fromisoformat(match.string.upper())
+    except ValueError:  # e.g. month 13, or the leap second :60
+        raise ValueError(_RFC3339_HINT) from None
     try:
         return parsed.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC

@@ -122,6 +122,10 @@ def test_boundaries_that_are_allowed(http):
     created(http, delay_seconds=0)
     created(http, delay_seconds=5)  # an integer
     created(http, scheduled_at="2000-01-01T00:00:00Z")  # in the past: due now
+    # RFC 3339 allows lower-case t and z, and any number of fractional digits.
+    assert created(http, scheduled_at="2030-01-01t00:00:00.123456789z")["scheduled_at"] == (
+        "2030-01-01T00:00:00.123456Z"
+    )
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -163,8 +167,15 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("empty timestamp", {"command": "x", "scheduled_at": ""}, "RFC 3339"),
     ("timestamp without offset", {"command": "x", "scheduled_at": "2030-01-01T00:00:00"}, "offset"),
     ("offset past 24h", {"command": "x", "scheduled_at": "2030-01-01T00:00:00+24:00"}, "RFC 3339"),
+    ("offset with seconds", {"command": "x", "scheduled_at": "2030-01-01T00:00+01:00:30"}, "RFC"),
+    ("offset without colon", {"command": "x", "scheduled_at": "2030-01-01T00:00:00+0100"}, "RFC"),
+    ("ISO basic format", {"command": "x", "scheduled_at": "20300101T000000Z"}, "RFC 3339"),
+    ("ISO week date", {"command": "x", "scheduled_at": "2030-W01-1T00:00:00Z"}, "RFC 3339"),
+    ("no seconds", {"command": "x", "scheduled_at": "2030-01-01T00:00Z"}, "RFC 3339"),
+    ("trailing newline", {"command": "x", "scheduled_at": "2030-01-01T00:00:00Z\n"}, "RFC 3339"),
+    ("non-ASCII digits", {"command": "x", "scheduled_at": "\uff12030-01-01T00:00:00Z"}, "RFC"),
     ("year 1 east of UTC", {"command": "x", "scheduled_at": "0001-01-01T00:00:00+05:00"}, "range"),
-    ("year 9999 west of UTC", {"command": "x", "scheduled_at": "9999-12-31T23:00-05:00"}, "range"),
+    ("year 9999 west of UTC", {"command": "x", "scheduled_at": "9999-12-31T23:00:00-05:00"}, "UTC"),
     ("beyond 10 years", {"command": "x", "scheduled_at": "2999-01-01T00:00:00Z"}, "10 years"),
     ("unknown field", {"command": "x", "priority": 1}, "Extra inputs are not permitted"),
     ("misspelt field", {"command": "x", "delay": 5}, "Extra inputs are not permitted"),
