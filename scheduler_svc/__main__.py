@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from common.loops import setup_logging
@@ -12,6 +14,10 @@ from scheduler_svc.config import load
 def main() -> None:
     setup_logging("scheduler")
     config = load()
+    # After a graceful shutdown uvicorn restores the previous handlers and raises the signal
+    # again; with these no-ops underneath, SIGTERM and Ctrl-C end the process with exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     uvicorn.run(
         create_app(config),
         host=config.listen.bind_host,

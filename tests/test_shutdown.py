@@ -1,0 +1,102 @@
+"""SIGTERM: a worker drains (takes no new work, lets running commands finish up to its drain
+timeout, then kills and reports them); coordinators and the scheduler exit 0. Real processes."""
+
+from __future__ import annotations
+
+import signal
+
+from tests.support.invariants import audit
+from tests.support.processes import wait_for
+from tests.support.tasks import (
+    attempt_rows,
+    group_members,
+    pid_alive,
+    read_pids,
+    submit,
+    wait_attempt,
+    wait_status,
+)
+
+
+def draining(db, worker_id: str) -> bool:
+    row = db.execute("SELECT draining FROM workers WHERE id = %s", (worker_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def test_sigterm_lets_a_running_command_finish_and_sends_new_work_elsewhere(
+    cluster_factory, db, tmp_path
+):
+    cluster = cluster_factory(workers=0)
+    drained = cluster.start_worker("worker-1", slots=2, extra_args=["--drain-timeout=60"])
+    flag = tmp_path / "finish"
+    running = submit(cluster, f"until [ -e {flag} ]; do sleep 0.05; done")
+    wait_attempt(db, running, 1)
+    cluster.start_worker("worker-2", slots=2)
+
+    drained.terminate()
+    wait_for(lambda: draining(db, "worker-1"), 10, message="worker-1's heartbeat to say draining")
+    later = [submit(cluster, "true") for _ in range(4)]
+    for task_id in later:
+        wait_status(db, task_id, "succeeded", cluster=cluster)
+        assert [a["worker_id"] for a in attempt_rows(db, task_id)] == ["worker-2"]
+    assert drained.is_running(), "worker-1 quit before its command finished"
+
+    flag.touch()
+    assert drained.wait(20) == 0
+    wait_status(db, running, "succeeded", cluster=cluster)
+    [attempt] = attempt_rows(db, running)
+    assert (attempt["worker_id"], attempt["status"]) == ("worker-1", "succeeded")
+    audit(db, [running, *later])
+
+
+def test_sigterm_kills_commands_still_running_after_the_drain_timeout(
+    cluster_factory, db, tmp_path
+):
+    cluster = cluster_factory(workers=0)
+    drained = cluster.start_worker(
+        "worker-1", slots=2, extra_args=["--drain-timeout=0.5", "--kill-grace=1"]
+    )
+    pids = {name: tmp_path / f"{name}.pids" for name in ("retried", "failed")}
+    # Hangs on worker-1, succeeds at once anywhere else.
+    commands = {
+        name: f'if [ "$WORKER_ID" = worker-1 ]; then sleep 100 & echo $$ $! > {path}; sleep 100; fi'
+        for name, path in pids.items()
+    }
+    retried = submit(cluster, commands["retried"], max_retries=1, retry_backoff_seconds=0)
+    failed = submit(cluster, commands["failed"])
+    started = [read_pids(path, 2) for path in pids.values()]
+    cluster.start_worker("worker-2", slots=2)
+
+    drained.terminate()
+    assert drained.wait(20) == 0
+    for group in started:
+        assert not any(pid_alive(p) for p in group) and not group_members(group[0])
+    wait_status(db, failed, "failed", cluster=cluster)
+    wait_status(db, retried, "succeeded", cluster=cluster)
+    assert [(a["worker_id"], a["reason"]) for a in attempt_rows(db, failed)] == [
+        ("worker-1", "worker_shutdown")
+    ]
+    assert [(a["worker_id"], a["reason"]) for a in attempt_rows(db, retried)] == [
+        ("worker-1", "worker_shutdown"),
+        ("worker-2", None),
+    ]
+    audit(db, [retried, failed], retry_reasons={"worker_shutdown"})
+
+
+def test_sigterm_makes_coordinator_and_scheduler_exit_0(cluster_factory, db):
+    cluster = cluster_factory(workers=1, coordinators=2)
+    first = submit(cluster, "true")
+    wait_status(db, first, "succeeded", cluster=cluster)
+
+    cluster.coordinators[0].send_signal(signal.SIGTERM)
+    assert cluster.coordinators[0].wait(20) == 0
+    # The other coordinator carries on: the worker fails over to it.
+    second = submit(cluster, "true")
+    wait_status(db, second, "succeeded", cluster=cluster)
+
+    assert cluster.scheduler is not None
+    cluster.scheduler.send_signal(signal.SIGTERM)
+    assert cluster.scheduler.wait(20) == 0
+    cluster.coordinators[1].send_signal(signal.SIGTERM)
+    assert cluster.coordinators[1].wait(20) == 0
+    audit(db, [first, second])
