@@ -1,0 +1,126 @@
+"""Cluster authentication: with SKIPLOCK_CLUSTER_TOKEN, coordinator and worker reject gRPC calls
+that lack the token; without one they bind only loopback unless --insecure. Real processes."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import skiplock_pb2 as pb
+from proto import skiplock_pb2_grpc as pb_grpc
+from tests.support.processes import LOOPBACK, ServiceProcess, free_port, wait_for
+from tests.support.tasks import submit, wait_status
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def call_code(call: object, request: object, metadata: Metadata) -> grpc.StatusCode:
+    try:
+        call(request, timeout=5, metadata=metadata)  # type: ignore[operator]
+    except grpc.RpcError as exc:
+        code: grpc.StatusCode = exc.code()
+        return code
+    return grpc.StatusCode.OK
+
+
+def listening_hosts(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Local addresses with a listening TCP socket on `port`, from /proc/net/tcp and tcp6
+    (IPv4-mapped IPv6 addresses given as IPv4)."""
+    hosts: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            addr_hex, port_hex = fields[1].split(":")
+            if fields[3] != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            # The kernel prints each 32-bit word in host (little-endian) byte order.
+            raw = b"".join(
+                bytes.fromhex(addr_hex[i : i + 8])[::-1] for i in range(0, len(addr_hex), 8)
+            )
+            address = ipaddress.ip_address(raw)
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                hosts.add(address.ipv4_mapped)
+            else:
+                hosts.add(address)
+    return hosts
+
+
+def test_calls_without_the_cluster_token_are_unauthenticated(cluster_factory, db, tmp_path):
+    cluster = cluster_factory(workers=1)
+    good = (("authorization", f"Bearer {cluster.token}"),)
+    bad: list[Metadata] = [(), (("authorization", "Bearer wrong"),), (("authorization", ""),)]
+    marker = tmp_path / "ran"
+    submit_request = pb.SubmitTaskRequest(
+        ref=pb.AttemptRef(task_id=str(uuid.uuid4()), attempt=1), command=f"touch {marker}"
+    )
+    heartbeat = pb.HeartbeatRequest(worker_id="intruder", address="127.0.0.1:1", slots=1)
+
+    coordinator_channel = grpc.insecure_channel(f"{LOOPBACK}:{cluster.coordinator_ports[0]}")
+    worker_channel = grpc.insecure_channel(f"{LOOPBACK}:{cluster.worker_ports['worker-1']}")
+    with coordinator_channel, worker_channel:
+        coordinator = pb_grpc.CoordinatorStub(coordinator_channel)
+        worker = pb_grpc.WorkerStub(worker_channel)
+        for metadata in bad:
+            assert call_code(coordinator.Heartbeat, heartbeat, metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+            assert call_code(coordinator.ReportStatus, pb.ReportStatusRequest(), metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+            assert call_code(worker.SubmitTask, submit_request, metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+            cancel = pb.CancelTaskRequest(ref=submit_request.ref)
+            assert call_code(worker.CancelTask, cancel, metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+        # The right token gets through to the handlers (which then judge the request).
+        malformed = pb.HeartbeatRequest(worker_id="", address="x", slots=1)
+        assert call_code(coordinator.Heartbeat, malformed, good) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        found = worker.CancelTask(pb.CancelTaskRequest(ref=submit_request.ref), metadata=good)
+        assert not found.found
+    # Nothing registered, nothing ran; the cluster itself works with the token.
+    assert db.execute("SELECT id FROM workers").fetchall() == [("worker-1",)]
+    task_id = submit(cluster, "true")
+    wait_status(db, task_id, "succeeded", cluster=cluster)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "flag"),
+    [("coordinator_svc", "--coordinator_port"), ("worker_svc", "--worker_port")],
+)
+def test_without_a_token_only_loopback_is_bound_unless_insecure(
+    module, flag, database_url, tmp_path
+):
+    env = {"DATABASE_URL": database_url}
+    refused = ServiceProcess.python_module(
+        "refused", module, [f"{flag}=0.0.0.0:{free_port()}"], tmp_path / "refused.log", env
+    ).start()
+    try:
+        assert refused.wait(30) != 0
+        assert "SKIPLOCK_CLUSTER_TOKEN" in refused.log_text()
+    finally:
+        refused.cleanup()
+
+    # A bare ":port" means loopback only; --insecure allows every interface.
+    for args, everywhere in (([], False), (["--insecure"], True)):
+        port = free_port()
+        proc = ServiceProcess.python_module(
+            "service", module, [f"{flag}=:{port}", *args], tmp_path / "service.log", env
+        ).start()
+        try:
+            hosts = wait_for(functools.partial(listening_hosts, port), 30, message=proc.describe)
+            if everywhere:
+                assert any(h.is_unspecified for h in hosts), hosts
+            else:
+                assert all(h.is_loopback for h in hosts), hosts
+        finally:
+            proc.cleanup()
