@@ -18,15 +18,21 @@ from store.models import AttemptEnd, AttemptKey
 log = logging.getLogger(__name__)
 
 # How often to look for silent workers; with lost_after = 3 s a dead worker's attempts are
-# ended within lost_after + this interval of its last heartbeat.
+# ended within lost_after + this interval of its last heartbeat (see docs/RELIABILITY.md).
 REAP_INTERVAL = 0.25
 
 
-async def reap_once(dispatcher: Dispatcher, config: CoordinatorConfig) -> int:
+async def reap_once(
+    dispatcher: Dispatcher, config: CoordinatorConfig, hearing: Hearing | None = None
+) -> int:
+    """Declare silent workers lost (unless `hearing` says silence cannot be judged yet) and end
+    the open attempts of lost workers."""
+
     async def find(conn: psycopg.AsyncConnection[Any]) -> list[AttemptKey]:
-        lost = await queries.declare_lost_workers(conn, config.lost_after)
-        if lost:
-            log.warning("declared lost (no heartbeat for %.0fs): %s", config.lost_after, lost)
+        if hearing is None or hearing.contact(asyncio.get_running_loop().time()):
+            lost = await queries.declare_lost_workers(conn, config.lost_after)
+            if lost:
+                log.warning("declared lost (no heartbeat for %.0fs): %s", config.lost_after, lost)
         return await queries.open_attempts_of_lost_workers(conn, 500)
 
     keys = await in_transaction(dispatcher.pool, find)
@@ -38,12 +44,37 @@ async def reap_once(dispatcher: Dispatcher, config: CoordinatorConfig) -> int:
     return len(keys)
 
 
+class Hearing:
+    """Whether this coordinator has been in touch with the database long enough to take a
+    worker's silence for its death.
+
+    While the database is unreachable, or this process is frozen (SIGSTOP, a stalled event
+    loop), heartbeats cannot be recorded and every worker looks silent. So after startup and
+    after any gap longer than `max_gap` between two contacts with the database, no worker is
+    declared lost until `lost_after` has passed again: live workers heartbeat meanwhile.
+    """
+
+    def __init__(self, lost_after: float, max_gap: float) -> None:
+        self.lost_after = lost_after
+        self.max_gap = max_gap
+        self._since = 0.0
+        self._last_contact: float | None = None
+
+    def contact(self, now: float) -> bool:
+        """Note that the database answered at `now`; returns whether silence may be judged."""
+        if self._last_contact is None or now - self._last_contact > self.max_gap:
+            self._since = now
+        self._last_contact = now
+        return now - self._since >= self.lost_after
+
+
 async def reaper_loop(
     dispatcher: Dispatcher, config: CoordinatorConfig, stop: asyncio.Event
 ) -> None:
+    hearing = Hearing(config.lost_after, config.heartbeat_interval + REAP_INTERVAL)
     while not stop.is_set():
         try:
-            await reap_once(dispatcher, config)
+            await reap_once(dispatcher, config, hearing)
         except DB_ERRORS as exc:
             log.warning("lost-worker scan failed (%s); retrying", exc)
         await sleep_or_stop(stop, REAP_INTERVAL)

@@ -15,6 +15,13 @@ from proto import skiplock_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
+# Redial a coordinator that went away at least every second (gRPC's default backoff grows to
+# two minutes), so a restarted one hears heartbeats again well within the lost-worker bound.
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
 
 class NoCoordinatorReachable(Exception):
     pass
@@ -24,7 +31,9 @@ class CoordinatorClient:
     def __init__(self, targets: Sequence[str], token: str | None) -> None:
         self._targets = list(targets)
         self._metadata = call_metadata(token)
-        self._channels = [grpc.aio.insecure_channel(t) for t in self._targets]
+        self._channels = [
+            grpc.aio.insecure_channel(t, options=RECONNECT_OPTIONS) for t in self._targets
+        ]
         self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
         self._current = 0
 
@@ -35,13 +44,19 @@ class CoordinatorClient:
     async def _call(
         self, pick: Callable[[pb_grpc.CoordinatorStub], Any], request: Any, timeout: float
     ) -> Any:
-        """Try the coordinator that answered last, then each of the others once."""
+        """Try the coordinator that answered last, then each of the others once.
+
+        `timeout` bounds the whole call: each try gets an equal share, so one frozen
+        coordinator (which accepts connections but never answers) cannot use it all up. A
+        heartbeat then still reaches a live coordinator within the lost-worker bound.
+        """
         last_error: grpc.aio.AioRpcError | None = None
+        share = timeout / len(self._stubs)
         for offset in range(len(self._stubs)):
             index = (self._current + offset) % len(self._stubs)
             try:
                 response = await pick(self._stubs[index])(
-                    request, timeout=timeout, metadata=self._metadata
+                    request, timeout=share, metadata=self._metadata
                 )
             except grpc.aio.AioRpcError as exc:
                 last_error = exc
