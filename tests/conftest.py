@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -158,3 +159,21 @@ def cluster_factory(
 def cluster(cluster_factory: ClusterFactory) -> Cluster:
     """A running cluster: one coordinator, the scheduler and workers worker-1, worker-2."""
     return cluster_factory()
+
+
+@pytest.fixture(scope="module")
+def api(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A scheduler alone (no coordinator, so tasks stay queued) for a module's tests, on the
+    module's database."""
+    cluster = Cluster(module_database_url, tmp_path_factory.mktemp("scheduler"))
+    try:
+        cluster.start_scheduler()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def http(api: Cluster) -> httpx.Client:
+    """A client for the `api` scheduler."""
+    return api.http

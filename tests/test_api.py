@@ -8,9 +8,7 @@ import random
 import re
 import string
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +16,7 @@ import psycopg
 import pytest
 
 from store import migrate
-from tests.support.processes import Cluster, wait_for
+from tests.support.processes import Cluster, free_port, wait_for
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 STATUS_FIELDS = {
@@ -26,22 +24,6 @@ STATUS_FIELDS = {
     "failed_at", "exit_code", "worker_id", "output_path",
 }  # fmt: skip
 TIMESTAMP_FIELDS = ("scheduled_at", "picked_at", "started_at", "completed_at", "failed_at")
-
-
-@pytest.fixture(scope="module")
-def api(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One scheduler for the module."""
-    cluster = Cluster(module_database_url, Path(tmp_path_factory.mktemp("task-api")))
-    try:
-        cluster.start_scheduler()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def http(api: Cluster) -> httpx.Client:
-    return api.http
 
 
 def count_tasks(api: Cluster) -> int:
@@ -302,40 +284,39 @@ def test_docs_are_served(http):
     assert "201" in spec["paths"]["/schedule"]["post"]["responses"]
 
 
+def scheduler_listening(cluster: Cluster) -> httpx.Client:
+    """Start the cluster's scheduler without waiting for readiness; its client once it listens."""
+    scheduler = cluster.start_scheduler(wait=False)
+    assert cluster.scheduler_port is not None
+    cluster.wait_port(scheduler, cluster.scheduler_port)
+    return cluster.http
+
+
 def test_readyz_is_503_while_the_schema_is_behind(empty_database_url, tmp_path):
     """A scheduler on a database that is not migrated yet: while another process holds the
     migration lock, readyz says why it is not ready; once migrations run it is ready."""
     cluster = Cluster(empty_database_url, tmp_path)
-    with psycopg.connect(empty_database_url, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
-        try:
-            cluster.start_scheduler(wait=False)
-            assert cluster.scheduler is not None and cluster.scheduler_port is not None
-            cluster.wait_port(cluster.scheduler, cluster.scheduler_port)
-            response = cluster.http.get("/readyz")
+    try:
+        with psycopg.connect(empty_database_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+            http = scheduler_listening(cluster)
+            response = http.get("/readyz")
             assert response.status_code == 503
             assert response.json() == {
                 "status": "unavailable",
                 "detail": f"schema version None, expected {migrate.latest_version()}",
             }
-            assert cluster.http.get("/healthz").status_code == 200
-        finally:
-            holder.execute("SELECT pg_advisory_unlock(%s)", (migrate.MIGRATION_LOCK_KEY,))
-        try:
-            cluster.wait_scheduler_ready()
-        finally:
-            cluster.stop()
+            assert http.get("/healthz").status_code == 200
+        # The lock went with its session: the scheduler's own migration now runs.
+        cluster.wait_scheduler_ready()
+    finally:
+        cluster.stop()
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
-    from tests.support.processes import free_port
-
     cluster = Cluster(f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere", tmp_path)
     try:
-        cluster.start_scheduler(wait=False)
-        assert cluster.scheduler is not None and cluster.scheduler_port is not None
-        cluster.wait_port(cluster.scheduler, cluster.scheduler_port)
-        response = cluster.http.get("/readyz")
+        response = scheduler_listening(cluster).get("/readyz")
         assert response.status_code == 503
         assert response.json()["status"] == "unavailable"
         assert response.json()["detail"].startswith("database")

@@ -4,39 +4,15 @@ here, so runs stay queued and ticks are only those a test fires itself)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.support import db as dbsupport
 from tests.support.processes import Cluster
 from tests.support.schedules import fire
-
-
-@pytest.fixture(scope="module")
-def api(
-    pg_admin_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """One scheduler for the module, on a database of its own; tests use distinct names."""
-    name = dbsupport.unique_name(dbsupport.DATABASE_PREFIX)
-    url = dbsupport.create_database(pg_admin_url, name, template=template_database)
-    cluster = Cluster(url, Path(tmp_path_factory.mktemp("schedule-api")))
-    try:
-        cluster.start_scheduler()
-        yield cluster
-    finally:
-        cluster.stop()
-        dbsupport.drop_database(pg_admin_url, name)
-
-
-@pytest.fixture
-def http(api: Cluster) -> httpx.Client:
-    return api.http
 
 
 def unique(prefix: str = "t") -> str:
