@@ -25,6 +25,13 @@ def check_name(value: str) -> str:
     return value
 
 
+def check_no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; say so instead of failing in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -37,6 +44,8 @@ def check_timezone(value: str) -> str:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS), AfterValidator(check_name)]
+# Query parameters compared with names (a prefix, or the name a page ends at).
+NameQuery = Annotated[str, AfterValidator(check_no_nul)]
 Cron = Annotated[str, Field(min_length=1, max_length=MAX_CRON_CHARS)]
 Timezone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_timezone)]
 Overlap = Literal["allow", "skip", "cancel_previous"]

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.cronspec import CronError, CronSpec, fire_times, next_fire, parse
 from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
 from scheduler_svc.schedule_models import (
+    NameQuery,
     ScheduleCreate,
     SchedulePatch,
     fire_time_view,
@@ -98,10 +99,10 @@ async def create_schedule(body: ScheduleCreate, request: Request) -> JSONRespons
 @router.get("/schedules")
 async def list_schedules(
     request: Request,
-    name_prefix: Annotated[str, Query(max_length=200)] = "",
+    name_prefix: Annotated[NameQuery, Query(max_length=200)] = "",
     paused: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    cursor: Annotated[NameQuery | None, Query(min_length=1, max_length=200)] = None,
 ) -> dict[str, Any]:
     """Schedules in name order; pass next_cursor back as cursor for the next page."""
     async with pool_of(request).connection() as conn:

@@ -220,6 +220,8 @@ def test_list_filters_by_prefix_and_paused_and_paginates(http):
         {"limit": 10_000},
         {"paused": "maybe"},
         {"cursor": ""},
+        {"name_prefix": "\x00"},
+        {"cursor": "a\x00"},
     ]
     for bad in bad_params:
         assert http.get("/schedules", params=bad).status_code == 422
