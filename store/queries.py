@@ -248,8 +248,8 @@ WITH ended AS (
                 WHEN NOT %(consumes_retry)s OR t.failures < t.max_retries THEN 'queued'
                 ELSE 'failed' END AS next_status,
            CASE WHEN %(consumes_retry)s
-                THEN least(%(backoff_cap)s, t.retry_backoff_seconds * power(2, t.failures))
-                     * (1 + random() * 0.2)
+                THEN least(%(backoff_cap)s,
+                           t.retry_backoff_seconds * power(2, t.failures) * (1 + random() * 0.2))
                 ELSE %(requeue_after)s END AS delay
     FROM tasks t JOIN ended e ON e.task_id = t.id AND e.attempt = t.attempt
     WHERE t.status IN ('dispatched', 'running')

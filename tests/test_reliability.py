@@ -7,6 +7,7 @@ scheduler and two workers with a 1 s kill grace. Every check reads the database 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,8 @@ import httpx
 import psycopg
 import pytest
 
+from store import queries
+from store.models import AttemptEnd, NewTask
 from tests.support import db as dbsupport
 from tests.support.invariants import audit
 from tests.support.processes import Cluster
@@ -260,3 +263,33 @@ def test_concurrent_identical_requests_create_exactly_one_task(cluster, db):
     assert len({r.json()["task_id"] for r in responses}) == 1
     rows = db.execute("SELECT count(*) FROM tasks WHERE idempotency_key = 'reliability-race'")
     assert rows.fetchone() == (1,)
+
+
+def test_retry_backoff_never_exceeds_the_cap_jitter_included(database_url):
+    """Exponential backoff with jitter, capped: a retry is due between backoff and the cap."""
+    backoff = 3500.0  # close under the cap, so jitter on top would cross it
+
+    async def fail_once(conn: psycopg.AsyncConnection[Any]) -> float:
+        await queries.upsert_worker(conn, "w", "127.0.0.1:9", 1, False)
+        task = uuid.uuid4()
+        new = NewTask("true", None, None, max_retries=5, retry_backoff_seconds=backoff)
+        await queries.insert_task(conn, task, new)
+        [claimed] = await queries.claim_due_tasks(conn, ["w"])
+        end = AttemptEnd(task, claimed.attempt, "failed", "exit_code", worker_id="w", exit_code=1)
+        assert await queries.end_attempt(conn, end) == (True, "queued")
+        cur = await conn.execute(
+            "SELECT extract(epoch FROM run_at - now()) FROM tasks WHERE id = %s", (task,)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return float(row[0])
+
+    async def delays() -> list[float]:
+        found = []
+        for _ in range(10):
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                found.append(await fail_once(conn))  # rolled back: each starts afresh
+        return found
+
+    for delay in asyncio.run(delays()):
+        assert backoff <= delay <= queries.RETRY_BACKOFF_CAP_SECONDS, delay
