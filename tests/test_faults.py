@@ -276,6 +276,54 @@ def test_worker_back_after_being_declared_lost_kills_its_revoked_attempts(
     ) == sorted([hung, finishing])
 
 
+def test_worker_restarted_under_the_same_id_gives_up_what_it_no_longer_holds(
+    cluster_factory, db, tmp_path
+):
+    """kill -9 and an immediate restart: the worker is never silent long enough to be declared
+    lost, but its heartbeats no longer list the attempt, so reconciliation ends it."""
+    cluster = cluster_factory(workers=0)
+    victim = cluster.start_worker("worker-1", slots=1)
+    log, pids = tmp_path / "ran", tmp_path / "pids"
+    with orphans_reaped(pids):
+        # Hangs on its first run only, wherever that is.
+        tail = f"if [ ! -e {pids} ]; then echo $$ >> {pids}; exec sleep 100; fi"
+        task_id, token = submit_recorded(cluster, log, tail, max_retries=1, retry_backoff_seconds=0)
+        wait_attempt(db, task_id, 1)
+        read_pids(pids, 1)
+        victim.kill()
+        victim.wait(10)
+        cluster.start_worker("worker-1", slots=1)
+        wait_status(db, task_id, "succeeded", timeout=30, cluster=cluster)
+
+    assert [(a["worker_id"], a["reason"]) for a in attempt_rows(db, task_id)] == [
+        ("worker-1", "worker_lost"),
+        ("worker-1", None),
+    ]
+    assert db.execute("SELECT count(*) FROM workers WHERE lost_at IS NOT NULL").fetchone() == (0,)
+    ran = ran_by_task(log, {token: task_id})
+    assert audit(db, [task_id], retry_reasons={"worker_lost"}, ran=ran).duplicates == [task_id]
+
+
+def test_cancel_while_the_hand_over_is_in_flight(cluster_factory, db, tmp_path):
+    """The worker is frozen while the task is handed to it, and the task is cancelled then: it
+    is cancelled at once, and once the worker thaws the attempt is stopped there."""
+    cluster = cluster_factory(workers=1, slots=1)
+    worker = cluster.workers["worker-1"]
+    pids = tmp_path / "pids"
+    with orphans_reaped(pids):
+        with frozen(worker):
+            task_id = submit(cluster, f"sleep 100 & echo $$ $! >> {pids}; sleep 100")
+            wait_attempt(db, task_id, 1, "status = 'dispatched'")
+            response = cluster.http.post(f"/tasks/{task_id}/cancel")
+            assert response.status_code == 200 and response.json()["status"] == "cancelled"
+        ended = wait_attempt(db, task_id, 1, "ended_at IS NOT NULL", timeout=20)
+        assert (ended["status"], ended["reason"]) == ("cancelled", "cancelled")
+        if pids.exists():  # it may have started before the stop reached it; then it is gone
+            started = read_pids(pids, 2)
+            wait_for(lambda: not any(pid_alive(p) for p in started), 10, message="the kill")
+    audit(db, [task_id])
+
+
 # --- coordinators -------------------------------------------------------------------------------
 
 

@@ -4,9 +4,13 @@ timeout, then kills and reports them); coordinators and the scheduler exit 0. Re
 from __future__ import annotations
 
 import signal
+import threading
+
+import httpx
+import psycopg
 
 from tests.support.invariants import audit
-from tests.support.processes import wait_for
+from tests.support.processes import port_accepts, wait_for
 from tests.support.tasks import (
     attempt_rows,
     group_members,
@@ -100,3 +104,73 @@ def test_sigterm_makes_coordinator_and_scheduler_exit_0(cluster_factory, db):
     cluster.coordinators[1].send_signal(signal.SIGTERM)
     assert cluster.coordinators[1].wait(20) == 0
     audit(db, [first, second])
+
+
+def waiting_on_lock(db, application: str, query_start: str = "") -> bool:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = %s AND wait_event_type = 'Lock' AND query LIKE %s",
+        (application, query_start + "%"),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_sigterm_lets_the_scheduler_finish_a_request_in_flight(cluster_factory, database_url, db):
+    cluster = cluster_factory(workers=0)
+    assert cluster.scheduler is not None and cluster.scheduler_port is not None
+    responses: list[httpx.Response] = []
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("LOCK TABLE tasks IN SHARE MODE")  # holds every INSERT until commit
+        client = threading.Thread(
+            target=lambda: responses.append(
+                httpx.post(
+                    f"{cluster.scheduler_url}/schedule", json={"command": "true"}, timeout=30
+                )
+            )
+        )
+        client.start()
+        wait_for(lambda: waiting_on_lock(db, "skiplock-scheduler"), 10, message="the insert")
+        cluster.scheduler.terminate()
+        port = cluster.scheduler_port
+        wait_for(lambda: not port_accepts(port), 10, message="the scheduler to stop listening")
+        assert cluster.scheduler.is_running()
+    client.join(30)
+    assert cluster.scheduler.wait(20) == 0
+    [response] = responses
+    assert response.status_code == 201, response.text
+    assert db.execute(
+        "SELECT status FROM tasks WHERE id = %s", (response.json()["task_id"],)
+    ).fetchone() == ("queued",)
+
+
+def test_sigterm_lets_the_coordinator_finish_a_report_in_flight(
+    cluster_factory, database_url, db, tmp_path
+):
+    cluster = cluster_factory(workers=1)
+    flag = tmp_path / "finish"
+    task_id = submit(cluster, f"until [ -e {flag} ]; do sleep 0.05; done")
+    wait_attempt(db, task_id, 1)
+    coordinator = cluster.coordinators[0]
+
+    def listening_for_wakeups() -> bool:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'LISTEN %'"
+        ).fetchone()
+        return bool(row and row[0])
+
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("LOCK TABLE attempts IN SHARE MODE")  # holds the report's UPDATE
+        flag.touch()
+        wait_for(
+            lambda: waiting_on_lock(db, "skiplock-coordinator", "\nWITH ended AS"),
+            10,
+            message="the worker's report to reach the database",
+        )
+        coordinator.terminate()
+        # Its loops stop (the wake-up listener hangs up) while the report is still in flight.
+        wait_for(lambda: not listening_for_wakeups(), 10, message="the coordinator to stop")
+        assert coordinator.is_running()
+    assert coordinator.wait(20) == 0
+    wait_status(db, task_id, "succeeded", timeout=5, cluster=cluster)
+    audit(db, [task_id])
