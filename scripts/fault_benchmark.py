@@ -51,19 +51,9 @@ from tests.support.tasks import (  # noqa: E402
     wait_attempt,
 )
 
+PREFIX = "skiplock_faultbench_"
 # Endings a coordinator kill may cause; a worker is never killed in the duplicates phase.
 COORDINATOR_FAULTS = {"dispatch_lost", "worker_unreachable", "worker_refused"}
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    name = dbsupport.unique_name("skiplock_faultbench_")
-    url = dbsupport.create_database(admin_url, name)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        dbsupport.drop_database(admin_url, name)
 
 
 @contextlib.contextmanager
@@ -90,7 +80,10 @@ def recovery(args: argparse.Namespace, log_dir: Path) -> float:
         f"   retry_backoff_seconds={args.backoff:g}; heartbeat 1 s, lost after 3 s, reaper 0.25 s"
     )
     worst = 0.0
-    with fresh_database(args.admin_url) as url, psycopg.connect(url, autocommit=True) as db:
+    with (
+        dbsupport.throwaway_database(args.admin_url, PREFIX, migrate=migrate) as url,
+        psycopg.connect(url, autocommit=True) as db,
+    ):
         cluster = Cluster(url, log_dir / "recovery")
         with running(cluster):
             cluster.start_coordinator()
@@ -153,7 +146,10 @@ def heard(db: psycopg.Connection[Any], worker_id: str) -> bool:
 def duplicates(args: argparse.Namespace, log_dir: Path) -> int:
     print(f"== duplicates: {args.count} tasks, 2 coordinators (each killed -9 once), 2 workers")
     log = log_dir / "executions"
-    with fresh_database(args.admin_url) as url, psycopg.connect(url, autocommit=True) as db:
+    with (
+        dbsupport.throwaway_database(args.admin_url, PREFIX, migrate=migrate) as url,
+        psycopg.connect(url, autocommit=True) as db,
+    ):
         cluster = Cluster(url, log_dir / "duplicates")
         with running(cluster):
             cluster.start(workers=2, coordinators=2, slots=args.slots)

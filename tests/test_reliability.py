@@ -40,18 +40,16 @@ KILL_GRACE = 1.0
 def cluster(
     pg_admin_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    name = dbsupport.unique_name(dbsupport.DATABASE_PREFIX)
-    url = dbsupport.create_database(pg_admin_url, name, template=template_database)
-    cluster = Cluster(url, tmp_path_factory.mktemp("reliability"))
-    try:
-        cluster.start_coordinator()
-        cluster.start_scheduler()
-        for worker in ("worker-1", "worker-2"):
-            cluster.start_worker(worker, slots=4, extra_args=[f"--kill-grace={KILL_GRACE}"])
-        yield cluster
-    finally:
-        cluster.stop()
-        dbsupport.drop_database(pg_admin_url, name)
+    with dbsupport.throwaway_database(pg_admin_url, template=template_database) as url:
+        cluster = Cluster(url, tmp_path_factory.mktemp("reliability"))
+        try:
+            cluster.start_coordinator()
+            cluster.start_scheduler()
+            for worker in ("worker-1", "worker-2"):
+                cluster.start_worker(worker, slots=4, extra_args=[f"--kill-grace={KILL_GRACE}"])
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @pytest.fixture

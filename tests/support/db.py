@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
@@ -166,6 +166,25 @@ def create_database(admin_url: str, name: str, template: str | None = None) -> s
     with _admin(admin_url) as conn:
         conn.execute(query)
     return url_with_dbname(admin_url, name)
+
+
+@contextlib.contextmanager
+def throwaway_database(
+    admin_url: str,
+    prefix: str = DATABASE_PREFIX,
+    template: str | None = None,
+    migrate: Callable[[str], object] | None = None,
+) -> Iterator[str]:
+    """A new database (cloned from `template`, then `migrate`d if given), dropped on exit;
+    yields its URL."""
+    name = unique_name(prefix)
+    url = create_database(admin_url, name, template=template)
+    try:
+        if migrate is not None:
+            migrate(url)
+        yield url
+    finally:
+        drop_database(admin_url, name)
 
 
 def drop_database(admin_url: str, name: str, force: bool = True) -> None:
