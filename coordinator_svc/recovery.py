@@ -63,6 +63,12 @@ class Hearing:
     def contact(self, now: float) -> bool:
         """Note that the database answered at `now`; returns whether silence may be judged."""
         if self._last_contact is None or now - self._last_contact > self.max_gap:
+            if self._last_contact is not None:
+                log.warning(
+                    "no database contact for %.1fs: declaring no worker lost for %.0fs",
+                    now - self._last_contact,
+                    self.lost_after,
+                )
             self._since = now
         self._last_contact = now
         return now - self._since >= self.lost_after
