@@ -131,7 +131,7 @@ def test_retry_endpoint_requeues_only_failed_tasks(cluster, db, tmp_path):
         response = cluster.http.post(f"/tasks/{tid}/retry")
         assert response.status_code == 409, response.text
         assert state in response.json()["detail"]
-    assert cluster.http.post(f"/tasks/{'0' * 8}-0000-0000-0000-{'0' * 12}/retry").status_code == 404
+    assert cluster.http.post(f"/tasks/{uuid.uuid4()}/retry").status_code == 404
     assert cluster.http.post("/tasks/not-a-uuid/retry").status_code == 422
     assert cluster.http.post(f"/tasks/{later}/cancel").status_code == 200
 
@@ -218,8 +218,7 @@ def test_cancelling_a_finished_task_is_a_409_that_says_so(cluster, db):
         assert response.status_code == 409, response.text
         assert f"already finished as {status}" in response.json()["detail"]
         assert task_row(db, task_id)["status"] == status
-    unknown = f"{'1' * 8}-1111-1111-1111-{'1' * 12}"
-    assert cluster.http.post(f"/tasks/{unknown}/cancel").status_code == 404
+    assert cluster.http.post(f"/tasks/{uuid.uuid4()}/cancel").status_code == 404
 
 
 # --- idempotent submission ----------------------------------------------------------------------
