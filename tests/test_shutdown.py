@@ -106,11 +106,11 @@ def test_sigterm_makes_coordinator_and_scheduler_exit_0(cluster_factory, db):
     audit(db, [first, second])
 
 
-def waiting_on_lock(db, application: str, query_start: str = "") -> bool:
+def waiting_on_lock(db, application: str, query_like: str = "%") -> bool:
     row = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND application_name = %s AND wait_event_type = 'Lock' AND query LIKE %s",
-        (application, query_start + "%"),
+        (application, query_like),
     ).fetchone()
     return bool(row and row[0])
 
@@ -163,7 +163,8 @@ def test_sigterm_lets_the_coordinator_finish_a_report_in_flight(
         blocker.execute("LOCK TABLE attempts IN SHARE MODE")  # holds the report's UPDATE
         flag.touch()
         wait_for(
-            lambda: waiting_on_lock(db, "skiplock-coordinator", "\nWITH ended AS"),
+            # The statement that ends attempts (it names its CTE "ended").
+            lambda: waiting_on_lock(db, "skiplock-coordinator", "%ended AS (%"),
             10,
             message="the worker's report to reach the database",
         )
