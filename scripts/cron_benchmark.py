@@ -56,13 +56,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # --- CPU accounting --------------------------------------------------------------------------
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (0 when it is gone)."""
+def process_cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of one process so far, or with `children` of the children it
+    has waited for (for a worker: the commands it ran); 0 when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / CLOCK_TICKS
 
 
 def postgres_cpu_seconds() -> float:
@@ -94,12 +96,12 @@ class CpuSample:
 
 
 def cpu_sample(services: dict[str, ServiceProcess]) -> CpuSample:
-    return CpuSample(
-        time.monotonic(),
-        {name: process_cpu_seconds(p.pid) for name, p in services.items()},
-        postgres_cpu_seconds(),
-        machine_busy_seconds(),
-    )
+    used = {name: process_cpu_seconds(p.pid) for name, p in services.items()}
+    workers = [p for name, p in services.items() if name.startswith("worker")]
+    if workers:
+        used["commands run"] = sum(process_cpu_seconds(p.pid, children=True) for p in workers)
+    used["this script"] = process_cpu_seconds(os.getpid())
+    return CpuSample(time.monotonic(), used, postgres_cpu_seconds(), machine_busy_seconds())
 
 
 def cpu_report(before: CpuSample, after: CpuSample) -> list[str]:
@@ -116,7 +118,7 @@ def cpu_report(before: CpuSample, after: CpuSample) -> list[str]:
     cores = total / wall
     lines.append(f"    {'postgres (all)':<14} {pg / wall:.3f}")
     lines.append(
-        f"    machine busy   {busy / wall:.2f} of {cores:.1f} cores; not ours or postgres: "
+        f"    machine busy   {busy / wall:.2f} of {cores:.1f} cores; everything else: "
         f"{max(busy - ours - pg, 0) / wall:.2f}; load average {os.getloadavg()[0]:.2f}"
     )
     return lines
