@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 
 from proto import skiplock_pb2 as pb
 from store import queries
-from store.models import AttemptEnd, AttemptKey
+from store.models import AttemptEnd, AttemptKey, AttemptStart
 
 log = logging.getLogger(__name__)
 
@@ -68,32 +68,41 @@ def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | No
 async def record_reports(
     conn: AsyncConnection[Any], reports: list[pb.StatusReport]
 ) -> tuple[list[pb.AttemptRef], int]:
-    """Apply reports in order; return those that changed nothing and how many attempts ended."""
+    """Apply a batch of reports (starts first, then endings: a worker sends an attempt's start
+    before its end); return those that changed nothing and how many attempts ended."""
+    starts: dict[AttemptKey, AttemptStart] = {}
+    ends: dict[AttemptKey, AttemptEnd] = {}
+    refs: dict[AttemptKey, pb.AttemptRef] = {}
     stale: list[pb.AttemptRef] = []
-    ended = 0
     for report in reports:
         key = attempt_key(report.ref)
-        if key is None:
-            stale.append(report.ref)
-            continue
-        if report.state == pb.ATTEMPT_STATE_RUNNING:
+        end = end_from_report(report, key) if key is not None else None
+        if key is not None and report.state == pb.ATTEMPT_STATE_RUNNING:
             started = to_datetime(report.started_at, report.HasField("started_at"))
-            keep = await queries.mark_attempt_running(
-                conn, key, report.worker_id, started or datetime.now(UTC), report.output_path
+            starts.setdefault(
+                key,
+                AttemptStart(
+                    key.task_id,
+                    key.attempt,
+                    report.worker_id,
+                    started or datetime.now(UTC),
+                    report.output_path,
+                ),
             )
-            if not keep:
-                stale.append(report.ref)
-            continue
-        end = end_from_report(report, key)
-        if end is None:
-            stale.append(report.ref)
-            continue
-        was_open, _ = await queries.end_attempt(conn, end)
-        if was_open:
-            ended += 1
+        elif key is not None and end is not None:
+            ends[key] = end
         else:
             stale.append(report.ref)
-    return stale, ended
+            continue
+        refs[key] = report.ref
+    kept = await queries.mark_attempts_running(conn, list(starts.values()))
+    ended = await queries.end_attempts(conn, list(ends.values()))
+    stale += [
+        refs[key]
+        for key in starts.keys() | ends.keys()
+        if key not in ended and (key in ends or key not in kept)
+    ]
+    return stale, len(ended)
 
 
 async def record_heartbeat(
@@ -106,14 +115,15 @@ async def record_heartbeat(
     held = [k for k in (attempt_key(ref) for ref in request.held) if k is not None]
     revoked = await queries.revoked_attempts(conn, request.worker_id, held)
     vanished = await queries.vanished_attempts(conn, request.worker_id, held, handover_grace)
-    for key, status in vanished:
-        # Never received (coordinator died mid hand-over): free retry. Lost while running
-        # (the worker restarted): it may have had effects, so it uses up a retry.
-        reason, consumes = (
-            ("dispatch_lost", False) if status == "dispatched" else ("worker_lost", True)
-        )
-        await queries.end_attempt(
-            conn,
-            AttemptEnd(key.task_id, key.attempt, "failed", reason, consumes_retry=consumes),
-        )
+    # Never received (coordinator died mid hand-over): free retry. Lost while running (the
+    # worker restarted): it may have had effects, so it uses up a retry.
+    await queries.end_attempts(
+        conn,
+        [
+            AttemptEnd(key.task_id, key.attempt, "failed", "dispatch_lost", consumes_retry=False)
+            if status == "dispatched"
+            else AttemptEnd(key.task_id, key.attempt, "failed", "worker_lost", consumes_retry=True)
+            for key, status in vanished
+        ],
+    )
     return HeartbeatOutcome(revoked=revoked, recovered=len(vanished))

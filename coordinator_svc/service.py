@@ -62,8 +62,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many reports in one call")
         reports = list(request.reports)
         try:
+            # Not atomic: a batch that fails half-way is sent again, and the half already
+            # applied then changes nothing.
             stale, ended = await in_transaction(
-                self.pool, lambda conn: record_reports(conn, reports)
+                self.pool, lambda conn: record_reports(conn, reports), atomic=False
             )
         except DB_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")

@@ -25,6 +25,18 @@ class Wakeups:
         self.stops.set()
         self.cron.set()
 
+    def on(self, topic: str) -> None:
+        """Wake the loop a notification is about; any other payload wakes them all."""
+        event = {
+            queries.TOPIC_TASKS: self.dispatch,
+            queries.TOPIC_STOPS: self.stops,
+            queries.TOPIC_SCHEDULES: self.cron,
+        }.get(topic)
+        if event is None:
+            self.all()
+        else:
+            event.set()
+
 
 async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) -> None:
     """LISTEN on its own autocommit connection; reconnect with backoff when it breaks.
@@ -42,8 +54,8 @@ async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) 
                 wakeups.all()  # anything may have happened while we were not listening
                 backoff = 0.5
                 while not stop.is_set():
-                    async for _ in conn.notifies(timeout=1.0):
-                        wakeups.all()
+                    async for notification in conn.notifies(timeout=1.0):
+                        wakeups.on(notification.payload)
         except psycopg.Error as exc:
             log.warning("wake-up listener lost its connection (%s); reconnecting", exc)
             await sleep_or_stop(stop, backoff)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_svc.api_models import ScheduleRequest, task_detail_view, task_status_view
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.inserts import TaskInserter
 from scheduler_svc.schedules import router as schedules_router
 from store import migrate, queries
 from store.db import in_transaction, make_pool
@@ -37,6 +38,11 @@ router = APIRouter()
 def pool_of(request: Request) -> AsyncConnectionPool:
     pool: AsyncConnectionPool = request.app.state.pool
     return pool
+
+
+def inserter_of(request: Request) -> TaskInserter:
+    inserter: TaskInserter = request.app.state.inserter
+    return inserter
 
 
 def parse_task_id(raw: str) -> uuid.UUID:
@@ -79,12 +85,15 @@ async def schedule_task(
         request_hash=fingerprint,
     )
 
+    if key is None:
+        created_task = await inserter_of(request).insert(new)
+        return JSONResponse(task_status_view(created_task), status_code=201)
+
     async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[TaskRow | None, bool]:
         created = await queries.insert_task(conn, uuid.uuid4(), new)
         if created is not None:
-            await queries.notify_wakeup(conn)
+            await queries.notify_wakeup(conn, queries.TOPIC_TASKS)
             return created, True
-        assert key is not None
         return await queries.get_task_by_idempotency_key(conn, key), False
 
     task, created = await in_transaction(pool_of(request), insert)
@@ -131,7 +140,7 @@ async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
         if current is None or current.status in ("succeeded", "failed", "cancelled"):
             return current
         cancelled = await queries.cancel_task(conn, tid)
-        await queries.notify_wakeup(conn)
+        await queries.notify_wakeup(conn, queries.TOPIC_STOPS)
         return cancelled
 
     task = await in_transaction(pool_of(request), cancel)
@@ -150,7 +159,7 @@ async def retry_task(request: Request, task_id: str) -> dict[str, Any]:
     async def requeue(conn: psycopg.AsyncConnection[Any]) -> TaskRow | None:
         task = await queries.requeue_failed_task(conn, tid)
         if task is not None:
-            await queries.notify_wakeup(conn)
+            await queries.notify_wakeup(conn, queries.TOPIC_TASKS)
         return task
 
     try:
@@ -266,6 +275,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
         migrator = asyncio.create_task(migrate.migrate_until_done(config.database_url, stop))
         await pool.open(wait=False)
         app.state.pool = pool
+        app.state.inserter = TaskInserter(pool)
         try:
             yield
         finally:

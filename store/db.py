@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,12 +20,36 @@ T = TypeVar("T")
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
+# A connection returned to the pool less than this long ago is handed out again unchecked: a
+# round trip per checkout would cost more than everything else a short request does.
+CHECK_IF_IDLE_SECONDS = 1.0
+
+
+class _RecentUse:
+    """Remembers when each pooled connection was last returned, so checks can skip busy ones."""
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def returned(self, conn: AsyncConnection[Any]) -> None:
+        self._returned[conn] = time.monotonic()
+
+    async def check(self, conn: AsyncConnection[Any]) -> None:
+        last = self._returned.get(conn)
+        if last is None or time.monotonic() - last > CHECK_IF_IDLE_SECONDS:
+            await AsyncConnectionPool.check_connection(conn)
+
+
 def make_pool(conninfo: str, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:
     """A pool that is not opened yet: open it in the service's lifespan, never at import.
 
-    The pool checks connections on checkout, so after a database restart the first use gets a
-    fresh connection instead of a dead one.
+    Connections idle for more than a second are checked on checkout, so after a database
+    restart a request gets a fresh connection instead of a dead one; a connection in steady use
+    is not, and one that died under it fails that request (the pool then drops it).
     """
+    recent = _RecentUse()
     return AsyncConnectionPool(
         conninfo,
         min_size=min_size,
@@ -31,8 +57,11 @@ def make_pool(conninfo: str, min_size: int, max_size: int, name: str) -> AsyncCo
         name=name,
         open=False,
         timeout=10.0,
-        check=AsyncConnectionPool.check_connection,
-        kwargs={"connect_timeout": 5, "application_name": name},
+        check=recent.check,
+        reset=recent.returned,
+        # Autocommit: a single statement needs no BEGIN/COMMIT round trips; `in_transaction`
+        # opens explicit transactions where several statements must commit together.
+        kwargs={"connect_timeout": 5, "application_name": name, "autocommit": True},
     )
 
 
@@ -40,12 +69,21 @@ async def in_transaction(
     pool: AsyncConnectionPool,
     work: Callable[[AsyncConnection[Any]], Awaitable[T]],
     attempts: int = 5,
+    *,
+    atomic: bool = True,
 ) -> T:
-    """Run `work` in one transaction, again on deadlock or serialization failure."""
+    """Run `work` in one transaction, again on deadlock or serialization failure.
+
+    With atomic=False each statement of `work` commits on its own (pooled connections are in
+    autocommit mode), which saves the BEGIN and COMMIT round trips where that is enough.
+    """
     for attempt in range(1, attempts + 1):
         try:
-            async with pool.connection() as conn, conn.transaction():
-                return await work(conn)
+            async with pool.connection() as conn:
+                if not atomic:
+                    return await work(conn)
+                async with conn.transaction():
+                    return await work(conn)
         except RETRYABLE:
             if attempt == attempts:
                 raise

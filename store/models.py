@@ -96,6 +96,17 @@ class AttemptKey:
 
 
 @dataclass(frozen=True)
+class AttemptStart:
+    """A worker's report that it spawned an attempt's command."""
+
+    task_id: UUID
+    attempt: int
+    worker_id: str
+    started_at: datetime
+    output_path: str
+
+
+@dataclass(frozen=True)
 class StopRequest:
     task_id: UUID
     attempt: int

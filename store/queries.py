@@ -19,6 +19,7 @@ from store.models import (
     AttemptEnd,
     AttemptKey,
     AttemptRow,
+    AttemptStart,
     AvailableWorker,
     ClaimedAttempt,
     DueSchedule,
@@ -34,6 +35,10 @@ from store.models import (
 Conn = AsyncConnection[Any]
 
 WAKEUP_CHANNEL = "skiplock_wakeup"
+# What a wake-up is about: new due work, cancellations to deliver, schedules to (re)plan.
+TOPIC_TASKS = "tasks"
+TOPIC_STOPS = "stops"
+TOPIC_SCHEDULES = "schedules"
 # Retry backoff never exceeds this many seconds, however many failures came before.
 RETRY_BACKOFF_CAP_SECONDS = 3600.0
 # A worker that refused or could not be reached gets the task again no sooner than this.
@@ -48,8 +53,9 @@ SCHEMA_MIGRATIONS_EXIST = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 # The highest migration applied.
 SCHEMA_VERSION = "SELECT max(version) FROM schema_migrations"
 
-# Wake every coordinator's loops; only a hint, correctness never depends on it.
-NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', '')"
+# Wake every coordinator's loops for a topic ('' wakes all); only a hint, correctness never
+# depends on it.
+NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', %(topic)s)"
 
 # --- tasks ------------------------------------------------------------------------------------
 
@@ -64,6 +70,30 @@ FROM (SELECT coalesce(
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *
+"""
+
+# Insert tasks without idempotency keys (parallel arrays, one element per task) and wake the
+# coordinators' dispatchers, all in one statement: the scheduler's group commit.
+INSERT_TASKS = f"""
+WITH new AS (
+    INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
+                       timeout_seconds)
+    SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
+           n.timeout_seconds
+    FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
+                %(delay_seconds)s::float8[], %(max_retries)s::int[],
+                %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[])
+         AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
+               timeout_seconds)
+    CROSS JOIN LATERAL (
+        SELECT coalesce(n.scheduled_at,
+                        now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
+    ) AS s (at)
+    RETURNING *
+), woke AS (
+    SELECT pg_notify('{WAKEUP_CHANNEL}', '{TOPIC_TASKS}')
+)
+SELECT new.* FROM new, woke
 """
 
 # One task by id.
@@ -203,51 +233,67 @@ SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.wor
 FROM claimed c JOIN workers w ON w.id = c.worker_id
 """
 
-# A worker started the attempt: record it unless the attempt is no longer open for that worker.
-# Answers whether the worker should keep running it.
-MARK_ATTEMPT_RUNNING = """
-WITH a AS (
-    UPDATE attempts
-    SET status = 'running', started_at = coalesce(started_at, %(started_at)s),
-        output_path = %(output_path)s
-    WHERE task_id = %(task_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
-      AND ended_at IS NULL
-    RETURNING task_id, attempt, started_at, cancel_requested_at
+# Workers started these attempts: record each unless it is no longer open for that worker.
+# Returns the attempts the workers should keep running (open and not being cancelled).
+MARK_ATTEMPTS_RUNNING = """
+WITH r AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
+                         %(started_at)s::timestamptz[], %(output_paths)s::text[])
+           AS r (task_id, attempt, worker_id, started_at, output_path)
+), a AS (
+    UPDATE attempts a
+    SET status = 'running', started_at = coalesce(a.started_at, r.started_at),
+        output_path = r.output_path
+    FROM r
+    WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.worker_id = r.worker_id
+      AND a.ended_at IS NULL
+    RETURNING a.task_id, a.attempt, a.started_at, a.output_path, a.cancel_requested_at
 ), t AS (
     UPDATE tasks
-    SET status = 'running', started_at = a.started_at, output_path = %(output_path)s
+    SET status = 'running', started_at = a.started_at, output_path = a.output_path
     FROM a
     WHERE tasks.id = a.task_id AND tasks.attempt = a.attempt
       AND tasks.status IN ('dispatched', 'running')
 )
-SELECT cancel_requested_at IS NULL AS keep_running FROM a
+SELECT task_id, attempt FROM a WHERE cancel_requested_at IS NULL
 """
 
-# End one attempt (only while it is open, and only for its own worker when one is named), free
-# its worker's slot, and move its task on: done, cancelled, back to the queue (after a backoff
-# when the failure uses up a retry) or failed once retries are exhausted. A task that was
-# cancelled or already moved on is left alone. Returns one row when the attempt was open, with
-# the task's new status (NULL when the task did not move).
-END_ATTEMPT = """
-WITH ended AS (
+# End attempts (each only while open, and only for its own worker when one is named), free
+# their workers' slots, and move each task on: done, cancelled, back to the queue (after a
+# backoff when the failure uses up a retry) or failed once retries are exhausted. A task that
+# was cancelled or already moved on is left alone. Returns a row per attempt that was open,
+# with its task's new status (NULL when the task did not move). Keys must be distinct.
+END_ATTEMPTS = """
+WITH r AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
+                         %(statuses)s::text[], %(reasons)s::text[], %(exit_codes)s::int[],
+                         %(started_at)s::timestamptz[], %(output_paths)s::text[],
+                         %(details)s::text[], %(consumes_retry)s::bool[])
+           AS r (task_id, attempt, worker_id, status, reason, exit_code, started_at,
+                 output_path, detail, consumes_retry)
+), ended AS (
     UPDATE attempts a
-    SET status = %(status)s, reason = %(reason)s, exit_code = %(exit_code)s,
-        started_at = coalesce(a.started_at, %(started_at)s),
-        output_path = coalesce(%(output_path)s, a.output_path),
-        detail = left(%(detail)s, 2000), ended_at = greatest(now(), a.picked_at)
-    WHERE a.task_id = %(task_id)s AND a.attempt = %(attempt)s AND a.ended_at IS NULL
-      AND (%(worker_id)s::text IS NULL OR a.worker_id = %(worker_id)s)
-    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.output_path
+    SET status = r.status, reason = r.reason, exit_code = r.exit_code,
+        started_at = coalesce(a.started_at, r.started_at),
+        output_path = coalesce(r.output_path, a.output_path),
+        detail = left(r.detail, 2000), ended_at = greatest(now(), a.picked_at)
+    FROM r
+    WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.ended_at IS NULL
+      AND (r.worker_id IS NULL OR a.worker_id = r.worker_id)
+    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.output_path, r.status,
+              r.reason, r.exit_code, r.consumes_retry
 ), freed AS (
-    UPDATE workers w SET open_attempts = w.open_attempts - 1
-    FROM ended e WHERE w.id = e.worker_id
+    UPDATE workers w SET open_attempts = w.open_attempts - f.n
+    FROM (SELECT worker_id, count(*) AS n FROM ended GROUP BY worker_id) f
+    WHERE w.id = f.worker_id
 ), decision AS (
-    SELECT t.id, e.started_at, e.output_path,
-           CASE WHEN %(status)s = 'succeeded' THEN 'succeeded'
-                WHEN %(status)s = 'cancelled' THEN 'cancelled'
-                WHEN NOT %(consumes_retry)s OR t.failures < t.max_retries THEN 'queued'
+    SELECT t.id, e.attempt, e.started_at, e.output_path, e.status, e.reason, e.exit_code,
+           e.consumes_retry,
+           CASE WHEN e.status = 'succeeded' THEN 'succeeded'
+                WHEN e.status = 'cancelled' THEN 'cancelled'
+                WHEN NOT e.consumes_retry OR t.failures < t.max_retries THEN 'queued'
                 ELSE 'failed' END AS next_status,
-           CASE WHEN %(consumes_retry)s
+           CASE WHEN e.consumes_retry
                 THEN least(%(backoff_cap)s,
                            t.retry_backoff_seconds * power(2, t.failures) * (1 + random() * 0.2))
                 ELSE %(requeue_after)s END AS delay
@@ -257,7 +303,7 @@ WITH ended AS (
     UPDATE tasks t
     SET status = d.next_status,
         failures = t.failures
-                   + CASE WHEN %(consumes_retry)s AND %(status)s = 'failed' THEN 1 ELSE 0 END,
+                   + CASE WHEN d.consumes_retry AND d.status = 'failed' THEN 1 ELSE 0 END,
         run_at = CASE WHEN d.next_status = 'queued'
                       THEN greatest(t.run_at, now() + make_interval(secs => d.delay))
                       ELSE t.run_at END,
@@ -265,23 +311,17 @@ WITH ended AS (
         picked_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE t.picked_at END,
         started_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.started_at END,
         output_path = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.output_path END,
-        exit_code = CASE WHEN d.next_status = 'queued' THEN NULL ELSE %(exit_code)s END,
+        exit_code = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.exit_code END,
         completed_at = CASE WHEN d.next_status IN ('succeeded', 'failed', 'cancelled')
                             THEN now() END,
         failed_at = CASE WHEN d.next_status = 'failed' THEN now() END,
         cancelled_at = CASE WHEN d.next_status = 'cancelled' THEN now() END,
-        last_reason = %(reason)s
+        last_reason = d.reason
     FROM decision d
-    WHERE t.id = d.id AND t.attempt = %(attempt)s AND t.status IN ('dispatched', 'running')
+    WHERE t.id = d.id AND t.attempt = d.attempt AND t.status IN ('dispatched', 'running')
     RETURNING t.id, t.status
 )
-SELECT m.status FROM ended e LEFT JOIN moved m ON m.id = e.task_id
-"""
-
-# Whether an attempt is still open (used to answer reports that changed nothing).
-ATTEMPT_IS_OPEN = """
-SELECT ended_at IS NULL AND cancel_requested_at IS NULL AS keep_running
-FROM attempts WHERE task_id = %(task_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
+SELECT e.task_id, e.attempt, m.status FROM ended e LEFT JOIN moved m ON m.id = e.task_id
 """
 
 # Open attempts whose task was cancelled and whose worker has not been told recently; marks
@@ -316,8 +356,8 @@ async def schema_version(conn: Conn) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-async def notify_wakeup(conn: Conn) -> None:
-    await conn.execute(NOTIFY_WAKEUP)
+async def notify_wakeup(conn: Conn, topic: str = "") -> None:
+    await conn.execute(NOTIFY_WAKEUP, {"topic": topic})
 
 
 async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None:
@@ -338,6 +378,24 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
         },
     )
     return await cur.fetchone()
+
+
+async def insert_tasks(conn: Conn, new: Sequence[tuple[UUID, NewTask]]) -> list[TaskRow]:
+    """Insert tasks that carry no idempotency key; rows come back in no particular order."""
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(
+        INSERT_TASKS,
+        {
+            "ids": [task_id for task_id, _ in new],
+            "commands": [t.command for _, t in new],
+            "scheduled_at": [t.scheduled_at for _, t in new],
+            "delay_seconds": [t.delay_seconds for _, t in new],
+            "max_retries": [t.max_retries for _, t in new],
+            "retry_backoff_seconds": [t.retry_backoff_seconds for _, t in new],
+            "timeout_seconds": [t.timeout_seconds for _, t in new],
+        },
+    )
+    return await cur.fetchall()
 
 
 async def get_task(conn: Conn, task_id: UUID) -> TaskRow | None:
@@ -449,59 +507,66 @@ async def vanished_attempts(
     ]
 
 
-async def mark_attempt_running(
-    conn: Conn,
-    key: AttemptKey,
-    worker_id: str,
-    started_at: datetime,
-    output_path: str,
-) -> bool:
-    """Record that an attempt started; False when the worker should stop it instead."""
+async def mark_attempts_running(conn: Conn, starts: Sequence[AttemptStart]) -> set[AttemptKey]:
+    """Record that attempts started; returns those the worker should keep running."""
+    if not starts:
+        return set()
     cur = await conn.execute(
-        MARK_ATTEMPT_RUNNING,
+        MARK_ATTEMPTS_RUNNING,
         {
-            "task_id": key.task_id,
-            "attempt": key.attempt,
-            "worker_id": worker_id,
-            "started_at": started_at,
-            "output_path": output_path,
+            "task_ids": [s.task_id for s in starts],
+            "attempts": [s.attempt for s in starts],
+            "worker_ids": [s.worker_id for s in starts],
+            "started_at": [s.started_at for s in starts],
+            "output_paths": [s.output_path for s in starts],
         },
     )
-    row = await cur.fetchone()
-    return bool(row and row[0])
+    return {AttemptKey(row[0], row[1]) for row in await cur.fetchall()}
 
 
-async def end_attempt(conn: Conn, end: AttemptEnd) -> tuple[bool, str | None]:
-    """End an open attempt. Returns (whether it was open, the task's new status if it moved)."""
+async def mark_attempt_running(
+    conn: Conn, key: AttemptKey, worker_id: str, started_at: datetime, output_path: str
+) -> bool:
+    """Record that one attempt started; False when the worker should stop it instead."""
+    start = AttemptStart(key.task_id, key.attempt, worker_id, started_at, output_path)
+    return key in await mark_attempts_running(conn, [start])
+
+
+async def end_attempts(
+    conn: Conn, ends: Sequence[AttemptEnd]
+) -> dict[AttemptKey, str | None]:
+    """End open attempts (distinct keys). Returns, for each attempt that was open, its task's
+    new status, or None when the task did not move."""
+    if not ends:
+        return {}
     cur = await conn.execute(
-        END_ATTEMPT,
+        END_ATTEMPTS,
         {
-            "task_id": end.task_id,
-            "attempt": end.attempt,
-            "worker_id": end.worker_id,
-            "status": end.status,
-            "reason": end.reason,
-            "exit_code": end.exit_code,
-            "started_at": end.started_at,
-            "output_path": end.output_path,
-            "detail": end.detail,
-            "consumes_retry": end.consumes_retry,
+            "task_ids": [e.task_id for e in ends],
+            "attempts": [e.attempt for e in ends],
+            "worker_ids": [e.worker_id for e in ends],
+            "statuses": [e.status for e in ends],
+            "reasons": [e.reason for e in ends],
+            "exit_codes": [e.exit_code for e in ends],
+            "started_at": [e.started_at for e in ends],
+            "output_paths": [e.output_path for e in ends],
+            "details": [e.detail for e in ends],
+            "consumes_retry": [e.consumes_retry for e in ends],
             "backoff_cap": RETRY_BACKOFF_CAP_SECONDS,
             "requeue_after": REQUEUE_AFTER_REFUSAL_SECONDS,
         },
     )
-    row = await cur.fetchone()
-    if row is None:
-        return False, None
-    return True, None if row[0] is None else str(row[0])
+    return {
+        AttemptKey(row[0], row[1]): None if row[2] is None else str(row[2])
+        for row in await cur.fetchall()
+    }
 
 
-async def attempt_keeps_running(conn: Conn, key: AttemptKey, worker_id: str) -> bool:
-    cur = await conn.execute(
-        ATTEMPT_IS_OPEN, {"task_id": key.task_id, "attempt": key.attempt, "worker_id": worker_id}
-    )
-    row = await cur.fetchone()
-    return bool(row and row[0])
+async def end_attempt(conn: Conn, end: AttemptEnd) -> tuple[bool, str | None]:
+    """End one open attempt. Returns (whether it was open, the task's new status if it moved)."""
+    ended = await end_attempts(conn, [end])
+    key = AttemptKey(end.task_id, end.attempt)
+    return key in ended, ended.get(key)
 
 
 async def take_pending_stops(

@@ -118,7 +118,7 @@ def schema_problems(conn: Db) -> list[str]:
 def test_every_statement_prepares_against_the_migrated_schema(database_url):
     statements = sql_statements()
     # The finder really finds the statements (a broken one would make this test vacuous).
-    assert {"CLAIM_DUE_TASKS", "END_ATTEMPT", "INSERT_TASK", "UPSERT_WORKER"} <= set(statements)
+    assert {"CLAIM_DUE_TASKS", "END_ATTEMPTS", "INSERT_TASK", "UPSERT_WORKER"} <= set(statements)
     assert len(row_classes()) >= 10
     with psycopg.connect(database_url) as conn:
         assert schema_problems(conn) == []
