@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -20,26 +19,11 @@ from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from store import queries
 from store.db import in_transaction
-from store.models import AttemptEnd, AvailableWorker, ClaimedAttempt, StopRequest
+from store.models import AttemptEnd, Claim, ClaimedAttempt, StopRequest
 
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (psycopg.Error, PoolTimeout)
-
-
-def round_robin_slots(workers: Sequence[AvailableWorker], rotation: int) -> list[str]:
-    """One entry per free slot, interleaving workers so a few tasks still spread across them.
-
-    `rotation` shifts the starting worker between rounds so that no worker is always first.
-    """
-    if not workers:
-        return []
-    start = rotation % len(workers)
-    ordered = [*workers[start:], *workers[:start]]
-    slots: list[str] = []
-    for round_ in range(max(w.free for w in ordered)):
-        slots.extend(w.id for w in ordered if w.free > round_)
-    return slots
 
 
 class WorkerStubs:
@@ -88,28 +72,23 @@ class Dispatcher:
     async def dispatch_once(self) -> float:
         """Claim and hand over one batch; return how long to wait before the next one."""
 
-        async def claim(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[ClaimedAttempt]]:
-            workers = await queries.lock_available_workers(conn, self.config.lost_after)
-            slots = round_robin_slots(workers, self.rotation)
-            if not slots:
-                return 0, []
-            return len(slots), await queries.claim_due_tasks(conn, slots)
+        async def claim(conn: psycopg.AsyncConnection[Any]) -> Claim:
+            return await queries.claim_for_free_slots(conn, self.config.lost_after, self.rotation)
 
-        free, claimed = await in_transaction(self.pool, claim)
+        # One statement, so no transaction around it: one round trip per batch.
+        claim_ = await in_transaction(self.pool, claim, atomic=False)
         self.rotation += 1
-        for attempt in claimed:
+        for attempt in claim_.attempts:
             task = asyncio.create_task(self.hand_over(attempt))
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)
-        if free == 0:
+        if claim_.free == 0:
             return self.config.poll_interval  # woken early when a slot frees up
-        if claimed and len(claimed) == free:
+        if claim_.attempts and len(claim_.attempts) == claim_.free:
             return 0.0  # maybe more is due
-        async with self.pool.connection() as conn:
-            next_due = await queries.seconds_until_next_due(conn)
-        if next_due is None:
+        if claim_.next_due_in is None:
             return self.config.poll_interval
-        return min(max(next_due, 0.0), self.config.poll_interval)
+        return min(max(claim_.next_due_in, 0.0), self.config.poll_interval)
 
     async def hand_over(self, claimed: ClaimedAttempt) -> None:
         """Call the worker; when it refuses or cannot be reached, give the task back."""

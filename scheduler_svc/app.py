@@ -9,18 +9,19 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_svc.api_models import ScheduleRequest, task_detail_view, task_status_view
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.deps import inserter_of, parse_uuid, pool_of
 from scheduler_svc.inserts import TaskInserter
 from scheduler_svc.schedules import router as schedules_router
 from store import migrate, queries
@@ -30,26 +31,15 @@ from store.models import NewTask, TaskRow
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_PAGE = 500
+TaskStatus = Literal["queued", "dispatched", "running", "succeeded", "failed", "cancelled"]
 IDEMPOTENCY_KEY_MAX = 255
 
 router = APIRouter()
 
 
-def pool_of(request: Request) -> AsyncConnectionPool:
-    pool: AsyncConnectionPool = request.app.state.pool
-    return pool
-
-
-def inserter_of(request: Request) -> TaskInserter:
-    inserter: TaskInserter = request.app.state.inserter
-    return inserter
-
-
 def parse_task_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise HTTPException(422, f"task_id {raw[:64]!r} is not a UUID") from None
+    return parse_uuid(raw, "task_id")
 
 
 def request_fingerprint(body: ScheduleRequest) -> str:
@@ -116,6 +106,28 @@ async def load_task(request: Request, task_id: uuid.UUID) -> TaskRow:
 async def task_status(request: Request, task_id: Annotated[str, Query()]) -> dict[str, Any]:
     """The current state of one task."""
     return task_status_view(await load_task(request, parse_task_id(task_id)))
+
+
+@router.get("/tasks")
+async def list_tasks(
+    request: Request,
+    task_ids: Annotated[list[str] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    before: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Tasks named by `id` (repeat it, up to 500), or a page of tasks newest first, optionally
+    of one status; pass next_cursor back as `before` for the next page."""
+    async with pool_of(request).connection() as conn:
+        if task_ids:
+            ids = [parse_task_id(raw) for raw in task_ids]
+            return {"tasks": [task_status_view(t) for t in await queries.get_tasks(conn, ids)]}
+        cursor = parse_uuid(before, "before") if before is not None else None
+        tasks = await queries.list_tasks(conn, status, cursor, limit)
+    return {
+        "tasks": [task_status_view(t) for t in tasks],
+        "next_cursor": str(tasks[-1].id) if len(tasks) == limit else None,
+    }
 
 
 @router.get("/tasks/{task_id}")

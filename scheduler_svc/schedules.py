@@ -14,10 +14,10 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
 
 from common.cronspec import CronError, CronSpec, fire_times, next_fire, parse
 from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
+from scheduler_svc.deps import parse_uuid, pool_of
 from scheduler_svc.schedule_models import (
     NameQuery,
     ScheduleCreate,
@@ -38,16 +38,8 @@ MAX_PAGE = 500
 Conn = psycopg.AsyncConnection[Any]
 
 
-def pool_of(request: Request) -> AsyncConnectionPool:
-    pool: AsyncConnectionPool = request.app.state.pool
-    return pool
-
-
 def parse_schedule_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise HTTPException(422, f"schedule id {raw[:64]!r} is not a UUID") from None
+    return parse_uuid(raw, "schedule id")
 
 
 def cron_spec(cron: str, timezone: str) -> CronSpec:

@@ -27,9 +27,8 @@ import httpx
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 POLL_PAUSE_S = 0.15  # pause between status sweeps; latencies use server times, not this
-# Tasks finish roughly in submission order, so each sweep polls only the oldest outstanding
-# ones: the benchmark then costs the scheduler about one status request per task.
-POLL_WINDOW = 16
+# Outstanding tasks are polled this many per GET /tasks request.
+POLL_BATCH = 200
 REQUEST_TIMEOUT_S = 30.0
 RATE_TOLERANCE = 0.95  # warn when the open-loop rate falls below 95% of the target
 
@@ -356,49 +355,63 @@ async def submit_open_loop(client: httpx.AsyncClient, clock: Clock, config: Conf
     return OpenLoop(target_rate=config.rate, achieved_rate=achieved, max_lag_ms=max_lag * 1e3)
 
 
-async def poll_one(client: httpx.AsyncClient, clock: Clock, task: Task,
-                   slots: asyncio.Semaphore, deadline: float) -> None:
+def record_status(task: Task, body: dict[str, Any], observed_at: float) -> None:
+    """Keep a terminal status and its server timestamps; other statuses change nothing."""
+    try:
+        status = body["status"]
+        if status not in TERMINAL_STATUSES:
+            return
+        scheduled_at = parse_timestamp(body.get("scheduled_at"))
+        started_at = parse_timestamp(body.get("started_at"))
+        completed_at = parse_timestamp(body.get("completed_at"))
+    except (ValueError, KeyError, TypeError) as exc:
+        task.error = f"status: unreadable response ({_describe(exc)})"
+        return
+    task.observed_at = observed_at
+    task.scheduled_at, task.started_at = scheduled_at, started_at
+    task.completed_at = completed_at
+    task.status = str(status)
+
+
+async def poll_batch(client: httpx.AsyncClient, clock: Clock, batch: list[Task],
+                     slots: asyncio.Semaphore) -> None:
+    """One GET /tasks?id=... for up to POLL_BATCH outstanding tasks."""
     async with slots:
-        if clock.mono() >= deadline:
-            return
+        params = [("id", t.task_id or "") for t in batch]
         try:
-            resp = await client.get("/status", params={"task_id": task.task_id or ""})
+            resp = await client.get("/tasks", params=params)
         except httpx.HTTPError:
-            return  # transient: the task stays outstanding and is polled again next sweep
-        if resp.status_code == 404:
-            task.error = "status: scheduler does not know this task_id"
-            return
+            return  # transient: the tasks stay outstanding and are polled again next sweep
         if not resp.is_success:
             return
         try:
-            body = resp.json()
-            status = body["status"]
-            if status not in TERMINAL_STATUSES:
-                return
-            scheduled_at = parse_timestamp(body.get("scheduled_at"))
-            started_at = parse_timestamp(body.get("started_at"))
-            completed_at = parse_timestamp(body.get("completed_at"))
+            found = {str(body["task_id"]): body for body in resp.json()["tasks"]}
         except (ValueError, KeyError, TypeError) as exc:
-            task.error = f"status: unreadable response ({_describe(exc)})"
+            for task in batch:
+                task.error = f"status: unreadable response ({_describe(exc)})"
             return
-        task.observed_at = clock.wall()
-        task.scheduled_at, task.started_at = scheduled_at, started_at
-        task.completed_at = completed_at
-        task.status = str(status)
+        observed_at = clock.wall()
+        for task in batch:
+            body = found.get(task.task_id or "")
+            if body is None:
+                task.error = "status: scheduler does not know this task_id"
+            else:
+                record_status(task, body, observed_at)
 
 
 async def poll_until_done(client: httpx.AsyncClient, clock: Clock, config: Config,
                           tasks: list[Task]) -> None:
-    """Sweep the outstanding tasks only, until all are terminal or TIMEOUT passes."""
+    """Sweep the outstanding tasks, a batch per request, until all are terminal or TIMEOUT
+    passes. Latencies come from server timestamps, so the sweep pace does not distort them."""
     deadline = clock.mono() + config.timeout
     slots = asyncio.Semaphore(config.parallel)
     while True:
         outstanding = [t for t in tasks if t.status is None and t.error is None]
         if not outstanding or clock.mono() >= deadline:
             return
-        window = outstanding[: max(POLL_WINDOW, 2 * config.parallel)]
-        await asyncio.gather(*(poll_one(client, clock, t, slots, deadline) for t in window))
-        if any(t.status is None and t.error is None for t in window):
+        batches = [outstanding[i:i + POLL_BATCH] for i in range(0, len(outstanding), POLL_BATCH)]
+        await asyncio.gather(*(poll_batch(client, clock, b, slots) for b in batches))
+        if any(t.status is None and t.error is None for t in outstanding):
             await asyncio.sleep(min(POLL_PAUSE_S, max(0.0, deadline - clock.mono())))
 
 

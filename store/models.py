@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from uuid import UUID
 
@@ -72,13 +72,6 @@ class NewTask:
 
 
 @dataclass(frozen=True)
-class AvailableWorker:
-    id: str
-    address: str
-    free: int
-
-
-@dataclass(frozen=True)
 class ClaimedAttempt:
     task_id: UUID
     attempt: int
@@ -87,6 +80,19 @@ class ClaimedAttempt:
     run_at: datetime
     worker_id: str
     address: str
+
+
+CLAIMED_FIELDS = tuple(f.name for f in fields(ClaimedAttempt))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim did: the attempts it opened, the slots it offered, and how long until the
+    next queued task falls due (None when none is queued for later)."""
+
+    attempts: list[ClaimedAttempt]
+    free: int
+    next_due_in: float | None
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
 from store.models import (
+    CLAIMED_FIELDS,
     AttemptEnd,
     AttemptKey,
     AttemptRow,
     AttemptStart,
-    AvailableWorker,
+    Claim,
     ClaimedAttempt,
     DueSchedule,
     NewTask,
@@ -96,6 +97,19 @@ WITH new AS (
 SELECT new.* FROM new, woke
 """
 
+# Tasks by id (ids not found are left out).
+SELECT_TASKS_BY_ID = "SELECT * FROM tasks WHERE id = ANY(%(ids)s::uuid[])"
+
+# A page of tasks, newest first, optionally of one status, older than the task `before`.
+LIST_TASKS = """
+SELECT * FROM tasks
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(before)s::uuid IS NULL
+       OR (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = %(before)s))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
 # One task by id.
 SELECT_TASK = "SELECT * FROM tasks WHERE id = %(id)s"
 
@@ -131,11 +145,6 @@ WHERE id = %(id)s AND status = 'failed'
 RETURNING *
 """
 
-# Seconds until the earliest queued task is due (<= 0: due now); NULL when none is queued.
-SECONDS_UNTIL_NEXT_DUE = """
-SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
-FROM tasks WHERE status = 'queued'
-"""
 
 # --- workers ----------------------------------------------------------------------------------
 
@@ -146,17 +155,6 @@ VALUES (%(id)s, %(address)s, %(slots)s, %(draining)s, now())
 ON CONFLICT (id) DO UPDATE
 SET address = EXCLUDED.address, slots = EXCLUDED.slots, draining = EXCLUDED.draining,
     last_heartbeat_at = now(), lost_at = NULL
-"""
-
-# Live workers with free slots, row-locked so concurrent coordinators fill disjoint slots.
-# The lock returns the newest row version, so open_attempts is exact.
-LOCK_AVAILABLE_WORKERS = """
-SELECT id, address, slots - open_attempts AS free
-FROM workers
-WHERE lost_at IS NULL AND NOT draining AND open_attempts < slots
-  AND last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
-ORDER BY id
-FOR UPDATE SKIP LOCKED
 """
 
 # Declare workers silent for too long lost; they get no work until they heartbeat again.
@@ -198,21 +196,21 @@ WHERE a.worker_id = %(worker_id)s AND a.ended_at IS NULL
 
 # --- attempts ---------------------------------------------------------------------------------
 
-# Claim due tasks for the given worker slots in one statement: lock them (skipping rows other
-# coordinators hold), pair them in due order with the slots, open an attempt for each and count
-# it against its worker. Nothing is ever claimed before its run_at.
-CLAIM_DUE_TASKS = """
-WITH due AS (
+# The body shared by the claims below, given a CTE `slots` (worker_id, n): lock due tasks
+# (skipping rows other coordinators hold), pair them in due order with the slots, open an
+# attempt for each and count it against its worker. Nothing is ever claimed before its run_at.
+# Always returns at least one row: `free` (slots offered) and `next_due_in` (seconds until the
+# earliest queued task not yet due, NULL when none) on every row, with the claimed attempt's
+# columns NULL when nothing was claimed.
+_CLAIM_INTO_SLOTS = """
+due AS (
     SELECT id, run_at FROM tasks
     WHERE status = 'queued' AND run_at <= now()
     ORDER BY run_at
-    LIMIT %(limit)s
+    LIMIT (SELECT count(*) FROM slots)
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
     SELECT id, row_number() OVER (ORDER BY run_at, id) AS n FROM due
-), slots AS (
-    SELECT s.worker_id, s.n
-    FROM unnest(%(slot_workers)s::text[]) WITH ORDINALITY AS s (worker_id, n)
 ), claimed AS (
     UPDATE tasks t
     SET status = 'dispatched', attempt = t.attempt + 1, worker_id = s.worker_id,
@@ -227,11 +225,43 @@ WITH due AS (
     UPDATE workers w SET open_attempts = w.open_attempts + c.n
     FROM (SELECT worker_id, count(*) AS n FROM claimed GROUP BY worker_id) c
     WHERE w.id = c.worker_id
+), hint AS (
+    SELECT (SELECT count(*) FROM slots) AS free,
+           (SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
+            FROM tasks WHERE status = 'queued' AND run_at > now()) AS next_due_in
 )
 SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
-       w.address
-FROM claimed c JOIN workers w ON w.id = c.worker_id
+       w.address, h.free, h.next_due_in
+FROM hint h
+LEFT JOIN (claimed c JOIN workers w ON w.id = c.worker_id) ON true
 """
+
+# Claim due tasks into the given worker slots, one per array element, in that order.
+CLAIM_DUE_TASKS = """
+WITH slots AS (
+    SELECT s.worker_id, s.n
+    FROM unnest(%(slot_workers)s::text[]) WITH ORDINALITY AS s (worker_id, n)
+), """ + _CLAIM_INTO_SLOTS
+
+# Claim due tasks into every free slot of the live workers, row-locking the workers so
+# concurrent coordinators fill disjoint slots (the lock reads the newest row version, so
+# open_attempts is exact). Slots interleave the workers, starting at a rotating one, so a few
+# tasks still spread across the fleet.
+CLAIM_FOR_FREE_SLOTS = """
+WITH available AS (
+    SELECT id, slots - open_attempts AS free
+    FROM workers
+    WHERE lost_at IS NULL AND NOT draining AND open_attempts < slots
+      AND last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT id, free, row_number() OVER (ORDER BY id) AS pos, count(*) OVER () AS workers
+    FROM available
+), slots AS (
+    SELECT r.id AS worker_id,
+           row_number() OVER (ORDER BY g, (r.pos + %(rotation)s) %% r.workers) AS n
+    FROM ranked r CROSS JOIN LATERAL generate_series(1, r.free) AS g
+), """ + _CLAIM_INTO_SLOTS
 
 # Workers started these attempts: record each unless it is no longer open for that worker.
 # Returns the attempts the workers should keep running (open and not being cancelled).
@@ -404,6 +434,20 @@ async def get_task(conn: Conn, task_id: UUID) -> TaskRow | None:
     return await cur.fetchone()
 
 
+async def get_tasks(conn: Conn, task_ids: Sequence[UUID]) -> list[TaskRow]:
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(SELECT_TASKS_BY_ID, {"ids": list(task_ids)})
+    return await cur.fetchall()
+
+
+async def list_tasks(
+    conn: Conn, status: str | None, before: UUID | None, limit: int
+) -> list[TaskRow]:
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(LIST_TASKS, {"status": status, "before": before, "limit": limit})
+    return await cur.fetchall()
+
+
 async def get_task_by_idempotency_key(conn: Conn, key: str) -> TaskRow | None:
     cur = conn.cursor(row_factory=class_row(TaskRow))
     await cur.execute(SELECT_TASK_BY_IDEMPOTENCY_KEY, {"key": key})
@@ -436,12 +480,6 @@ async def requeue_failed_task(conn: Conn, task_id: UUID) -> TaskRow | None:
     return await cur.fetchone()
 
 
-async def seconds_until_next_due(conn: Conn) -> float | None:
-    cur = await conn.execute(SECONDS_UNTIL_NEXT_DUE)
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else float(row[0])
-
-
 async def upsert_worker(
     conn: Conn, worker_id: str, address: str, slots: int, draining: bool
 ) -> None:
@@ -451,19 +489,28 @@ async def upsert_worker(
     )
 
 
-async def lock_available_workers(conn: Conn, live_within: float) -> list[AvailableWorker]:
-    cur = conn.cursor(row_factory=class_row(AvailableWorker))
-    await cur.execute(LOCK_AVAILABLE_WORKERS, {"live_within": live_within})
-    return await cur.fetchall()
+def _claim_result(rows: list[dict[str, Any]]) -> Claim:
+    first = rows[0]
+    claimed = [
+        ClaimedAttempt(**{k: row[k] for k in CLAIMED_FIELDS})
+        for row in rows
+        if row["task_id"] is not None
+    ]
+    return Claim(claimed, int(first["free"]), first["next_due_in"])
 
 
 async def claim_due_tasks(conn: Conn, slot_workers: Sequence[str]) -> list[ClaimedAttempt]:
     """Claim at most one due task per entry of slot_workers, assigned to that worker."""
-    cur = conn.cursor(row_factory=class_row(ClaimedAttempt))
-    await cur.execute(
-        CLAIM_DUE_TASKS, {"limit": len(slot_workers), "slot_workers": list(slot_workers)}
-    )
-    return await cur.fetchall()
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(CLAIM_DUE_TASKS, {"slot_workers": list(slot_workers)})
+    return _claim_result(await cur.fetchall()).attempts
+
+
+async def claim_for_free_slots(conn: Conn, live_within: float, rotation: int) -> Claim:
+    """Claim due tasks into the free slots of workers heard from within `live_within` s."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(CLAIM_FOR_FREE_SLOTS, {"live_within": live_within, "rotation": rotation})
+    return _claim_result(await cur.fetchall())
 
 
 async def declare_lost_workers(conn: Conn, silence_seconds: float) -> list[str]:

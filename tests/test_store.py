@@ -27,7 +27,6 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from coordinator_svc.dispatcher import round_robin_slots
 from store import migrate, models, queries
 from store.models import AttemptEnd, AttemptKey, ClaimedAttempt
 from tests.support.processes import REPO_ROOT, wait_for
@@ -298,21 +297,46 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
     )
     add_tasks(db, [-1.0] * 20 + [60.0] * 20)
     db.execute("ANALYZE tasks")
-    params = {"limit": 8, "slot_workers": ["w1"] * 8}
+    add_worker(db, "w1", slots=8)
+    claims = [
+        (queries.CLAIM_DUE_TASKS, {"slot_workers": ["w1"] * 8}),
+        (queries.CLAIM_FOR_FREE_SLOTS, {"live_within": 60.0, "rotation": 0}),
+    ]
 
-    def scans() -> list[tuple[str, str | None]]:
+    def scans(statement: str, params: dict[str, Any]) -> list[tuple[str, str | None]]:
         return [
             (n["Node Type"], n.get("Index Name"))
-            for n in plan_of(db, queries.CLAIM_DUE_TASKS, params)
+            for n in plan_of(db, statement, params)
             if n.get("Relation Name") == "tasks"
         ]
 
-    assert ("Index Scan", "tasks_queued_run_at") in scans()
-    assert not any(kind == "Seq Scan" for kind, _ in scans())
+    for statement, params in claims:
+        assert ("Index Scan", "tasks_queued_run_at") in scans(statement, params)
+        assert not any(kind == "Seq Scan" for kind, _ in scans(statement, params))
     # The same plan without the index reads the whole table: what the index saves.
     with db.transaction(force_rollback=True):
         db.execute("DROP INDEX tasks_queued_run_at")
-        assert ("Seq Scan", None) in scans()
+        assert ("Seq Scan", None) in scans(*claims[0])
+
+
+def test_a_claim_interleaves_workers_from_a_rotating_first_one(db, database_url):
+    for worker_id in ("w1", "w2", "w3"):
+        add_worker(db, worker_id, slots=4)
+    firsts = []
+    for rotation in range(3):
+        add_tasks(db, [-1.0, -1.0])
+        claim = run(database_url, lambda c, r=rotation: queries.claim_for_free_slots(c, 60.0, r))
+        assert claim.free == 12 - 2 * rotation
+        workers = sorted(a.worker_id for a in claim.attempts)
+        assert len(set(workers)) == 2, f"two tasks went to one worker: {workers}"
+        firsts.append(set(workers))
+    assert len({frozenset(f) for f in firsts}) > 1, "the rotation never moved"
+    idle = run(database_url, lambda c: queries.claim_for_free_slots(c, 60.0, 0))
+    assert (idle.attempts, idle.free, idle.next_due_in) == ([], 6, None)
+    add_tasks(db, [30.0])
+    later = run(database_url, lambda c: queries.claim_for_free_slots(c, 60.0, 0))
+    assert later.attempts == [] and later.next_due_in is not None
+    assert 25.0 < later.next_due_in <= 30.0
 
 
 def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, database_url):
@@ -325,14 +349,14 @@ def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, da
     lock = threading.Lock()
 
     async def claim_once(conn: AConn) -> list[ClaimedAttempt]:
-        workers = await queries.lock_available_workers(conn, 3600.0)
-        claimed = await queries.claim_due_tasks(conn, round_robin_slots(workers, 0))
-        # The locked workers' open attempts, as counted by everyone's committed work and ours.
+        claimed = (await queries.claim_for_free_slots(conn, 3600.0, 0)).attempts
+        # The workers this claim used: their open attempts, as counted by everyone's committed
+        # work and ours (the claim still holds their row locks).
         cur = await conn.execute(
             "SELECT w.id, w.slots, w.open_attempts, count(a.task_id) FROM workers w"
             " LEFT JOIN attempts a ON a.worker_id = w.id AND a.ended_at IS NULL"
             " WHERE w.id = ANY(%s) GROUP BY w.id",
-            ([w.id for w in workers],),
+            (list({c.worker_id for c in claimed}),),
         )
         for worker_id, n_slots, counter, open_now in await cur.fetchall():
             assert open_now <= n_slots, f"{worker_id} oversubscribed: {open_now}/{n_slots}"
