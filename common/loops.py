@@ -31,6 +31,23 @@ async def wait_any(events: list[asyncio.Event], seconds: float) -> None:
             w.cancel()
 
 
+class Pacer:
+    """Spaces repeated work at least `interval` seconds apart: the first call after a quiet
+    spell goes at once, and under load each call takes everything that piled up meanwhile, so
+    the number of round trips stays bounded while the work per trip grows."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+
+    async def turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._last + self.interval - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last = loop.time()
+
+
 def install_stop_signals(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set the stop event; the service then drains and exits 0."""
     loop = asyncio.get_running_loop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import uvloop
+
 from common.config import ConfigError
 from common.loops import install_stop_signals, setup_logging
 from coordinator_svc.config import load
@@ -23,4 +25,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # uvloop: the gRPC and database round trips cost about a fifth less CPU than on asyncio's
+    # default loop.
+    uvloop.run(main())

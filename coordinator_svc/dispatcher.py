@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from common.grpc_auth import call_metadata
-from common.loops import wait_any
+from common.loops import Pacer, wait_any
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.wakeups import Wakeups
 from proto import skiplock_pb2 as pb
@@ -24,6 +24,17 @@ from store.models import AttemptEnd, Claim, ClaimedAttempt, StopRequest
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (psycopg.Error, PoolTimeout)
+# At most one claim per this many seconds: under load each claim fills every slot freed since
+# the last one, in one statement and one call per worker.
+CLAIM_INTERVAL = 0.005
+
+
+def by_worker(attempts: list[ClaimedAttempt]) -> list[list[ClaimedAttempt]]:
+    """The attempts of one claim grouped per worker, in claim order."""
+    groups: dict[str, list[ClaimedAttempt]] = {}
+    for attempt in attempts:
+        groups.setdefault(attempt.worker_id, []).append(attempt)
+    return list(groups.values())
 
 
 class WorkerStubs:
@@ -58,7 +69,9 @@ class Dispatcher:
     async def dispatch_loop(self, stop: asyncio.Event) -> None:
         """Claim as long as work and slots are there; otherwise sleep until the next due time,
         a wake-up or the poll interval, whichever comes first."""
+        pacer = Pacer(CLAIM_INTERVAL)
         while not stop.is_set():
+            await pacer.turn()
             self.wakeups.dispatch.clear()
             try:
                 delay = await self.dispatch_once()
@@ -78,8 +91,8 @@ class Dispatcher:
         # One statement, so no transaction around it: one round trip per batch.
         claim_ = await in_transaction(self.pool, claim, atomic=False)
         self.rotation += 1
-        for attempt in claim_.attempts:
-            task = asyncio.create_task(self.hand_over(attempt))
+        for attempts in by_worker(claim_.attempts):
+            task = asyncio.create_task(self.hand_over(attempts))
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)
         if claim_.free == 0:
@@ -90,45 +103,57 @@ class Dispatcher:
             return self.config.poll_interval
         return min(max(claim_.next_due_in, 0.0), self.config.poll_interval)
 
-    async def hand_over(self, claimed: ClaimedAttempt) -> None:
-        """Call the worker; when it refuses or cannot be reached, give the task back."""
+    async def hand_over(self, attempts: list[ClaimedAttempt]) -> None:
+        """Send one worker its attempts in one call; give back those it refused, or all of them
+        when it could not be reached. Without an answer in time the worker may have taken them:
+        they stay its own, and reconciliation settles them from its heartbeats (an attempt it
+        does not hold is given back after the hand-over grace; a dead worker is declared lost),
+        so no attempt is started twice."""
+        worker_id, address = attempts[0].worker_id, attempts[0].address
+        request = pb.SubmitTasksRequest(attempts=[self.submit_request(a) for a in attempts])
+        try:
+            response = await self.stubs.get(address).SubmitTasks(
+                request, timeout=self.config.submit_timeout, metadata=self.stubs.metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            detail = f"{exc.code().name}: {exc.details()}"
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                log.warning("no answer from %s for %d attempt(s): %s", worker_id, len(attempts),
+                            detail)
+                return
+            refused = [(a, "worker_unreachable", detail) for a in attempts]
+        else:
+            refused = [
+                (a, "worker_refused", result.reason)
+                for a, result in zip(attempts, response.results, strict=False)
+                if not result.accepted
+            ]
+        if not refused:
+            return
+        log.info("%d attempt(s) not taken by %s: %s", len(refused), worker_id, refused[0][2])
+        for attempt, reason, detail in refused:
+            end = AttemptEnd(
+                attempt.task_id,
+                attempt.attempt,
+                "failed",
+                reason,
+                consumes_retry=False,
+                worker_id=worker_id,
+                detail=detail,
+            )
+            await self.end_with_retry(end)
+        self.wakeups.dispatch.set()
+
+    def submit_request(self, claimed: ClaimedAttempt) -> pb.SubmitTaskRequest:
         not_before = Timestamp()
         not_before.FromDatetime(claimed.run_at)
-        request = pb.SubmitTaskRequest(
+        return pb.SubmitTaskRequest(
             ref=pb.AttemptRef(task_id=str(claimed.task_id), attempt=claimed.attempt),
             command=claimed.command,
             timeout_ms=round((claimed.timeout_seconds or 0) * 1000),
             not_before=not_before,
             kill_grace_ms=round(self.config.kill_grace * 1000),
         )
-        try:
-            response = await self.stubs.get(claimed.address).SubmitTask(
-                request, timeout=self.config.submit_timeout, metadata=self.stubs.metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            reason, detail = "worker_unreachable", f"{exc.code().name}: {exc.details()}"
-        else:
-            if response.accepted:
-                return
-            reason, detail = "worker_refused", response.reason
-        log.info(
-            "attempt %s/%d not taken by %s: %s",
-            claimed.task_id,
-            claimed.attempt,
-            claimed.worker_id,
-            detail,
-        )
-        end = AttemptEnd(
-            claimed.task_id,
-            claimed.attempt,
-            "failed",
-            reason,
-            consumes_retry=False,
-            worker_id=claimed.worker_id,
-            detail=detail,
-        )
-        await self.end_with_retry(end)
-        self.wakeups.dispatch.set()
 
     async def end_with_retry(self, end: AttemptEnd) -> None:
         """Record an ending decided here; keep trying through a database outage."""

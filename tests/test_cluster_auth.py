@@ -55,9 +55,10 @@ def test_calls_without_the_cluster_token_are_unauthenticated(cluster_factory, db
     good = (("authorization", f"Bearer {cluster.token}"),)
     bad: list[Metadata] = [(), (("authorization", "Bearer wrong"),), (("authorization", ""),)]
     marker = tmp_path / "ran"
-    submit_request = pb.SubmitTaskRequest(
+    attempt = pb.SubmitTaskRequest(
         ref=pb.AttemptRef(task_id=str(uuid.uuid4()), attempt=1), command=f"touch {marker}"
     )
+    submit_request = pb.SubmitTasksRequest(attempts=[attempt])
     heartbeat = pb.HeartbeatRequest(worker_id="intruder", address="127.0.0.1:1", slots=1)
 
     coordinator_channel = grpc.insecure_channel(f"{LOOPBACK}:{cluster.coordinator_ports[0]}")
@@ -72,10 +73,10 @@ def test_calls_without_the_cluster_token_are_unauthenticated(cluster_factory, db
             assert call_code(coordinator.ReportStatus, pb.ReportStatusRequest(), metadata) == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
-            assert call_code(worker.SubmitTask, submit_request, metadata) == (
+            assert call_code(worker.SubmitTasks, submit_request, metadata) == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
-            cancel = pb.CancelTaskRequest(ref=submit_request.ref)
+            cancel = pb.CancelTaskRequest(ref=attempt.ref)
             assert call_code(worker.CancelTask, cancel, metadata) == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
@@ -84,7 +85,7 @@ def test_calls_without_the_cluster_token_are_unauthenticated(cluster_factory, db
         assert call_code(coordinator.Heartbeat, malformed, good) == (
             grpc.StatusCode.INVALID_ARGUMENT
         )
-        found = worker.CancelTask(pb.CancelTaskRequest(ref=submit_request.ref), metadata=good)
+        found = worker.CancelTask(pb.CancelTaskRequest(ref=attempt.ref), metadata=good)
         assert not found.found
     # Nothing registered, nothing ran; the cluster itself works with the token.
     assert db.execute("SELECT id FROM workers").fetchall() == [("worker-1",)]

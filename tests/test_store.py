@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -28,7 +29,7 @@ import pytest
 from psycopg import pq
 
 from store import migrate, models, queries
-from store.models import AttemptEnd, AttemptKey, ClaimedAttempt
+from store.models import AttemptEnd, AttemptKey, Claim, ClaimedAttempt
 from tests.support.processes import REPO_ROOT, wait_for
 
 Db = psycopg.Connection[Any]
@@ -298,7 +299,7 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
     add_tasks(db, [-1.0] * 20 + [60.0] * 20)
     db.execute("ANALYZE tasks")
     add_worker(db, "w1", slots=8)
-    claims = [
+    claims: list[tuple[str, dict[str, Any]]] = [
         (queries.CLAIM_DUE_TASKS, {"slot_workers": ["w1"] * 8}),
         (queries.CLAIM_FOR_FREE_SLOTS, {"live_within": 60.0, "rotation": 0}),
     ]
@@ -319,22 +320,26 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
         assert ("Seq Scan", None) in scans(*claims[0])
 
 
+async def claim_for_free_slots(conn: AConn, rotation: int = 0) -> Claim:
+    return await queries.claim_for_free_slots(conn, 60.0, rotation)
+
+
 def test_a_claim_interleaves_workers_from_a_rotating_first_one(db, database_url):
     for worker_id in ("w1", "w2", "w3"):
         add_worker(db, worker_id, slots=4)
     firsts = []
     for rotation in range(3):
         add_tasks(db, [-1.0, -1.0])
-        claim = run(database_url, lambda c, r=rotation: queries.claim_for_free_slots(c, 60.0, r))
+        claim = run(database_url, partial(claim_for_free_slots, rotation=rotation))
         assert claim.free == 12 - 2 * rotation
         workers = sorted(a.worker_id for a in claim.attempts)
         assert len(set(workers)) == 2, f"two tasks went to one worker: {workers}"
         firsts.append(set(workers))
     assert len({frozenset(f) for f in firsts}) > 1, "the rotation never moved"
-    idle = run(database_url, lambda c: queries.claim_for_free_slots(c, 60.0, 0))
+    idle = run(database_url, claim_for_free_slots)
     assert (idle.attempts, idle.free, idle.next_due_in) == ([], 6, None)
     add_tasks(db, [30.0])
-    later = run(database_url, lambda c: queries.claim_for_free_slots(c, 60.0, 0))
+    later = run(database_url, claim_for_free_slots)
     assert later.attempts == [] and later.next_due_in is not None
     assert 25.0 < later.next_due_in <= 30.0
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from common.loops import wait_any
+from common.loops import Pacer, wait_any
 from proto import skiplock_pb2 as pb
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
 
@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
 MAX_BATCH = 500
+# At most one delivery per this many seconds: a command that ends within it is reported once
+# (start and end together), and reports of busy slots travel in one call.
+REPORT_INTERVAL = 0.005
 
 
 class Reporter:
@@ -24,6 +27,7 @@ class Reporter:
         self._on_stale = on_stale
         self._pending: dict[Key, list[pb.StatusReport]] = {}
         self._ready = asyncio.Event()
+        self._pacer = Pacer(REPORT_INTERVAL)
 
     def add(self, report: pb.StatusReport) -> None:
         key = (report.ref.task_id, report.ref.attempt)
@@ -48,6 +52,7 @@ class Reporter:
             self._ready.clear()
             if not self._pending:
                 continue
+            await self._pacer.turn()
             if await self.deliver_once():
                 backoff = 0.05
             else:

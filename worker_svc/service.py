@@ -23,6 +23,7 @@ from worker_svc.reporter import Key, Reporter
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 65536
+MAX_ATTEMPTS_PER_CALL = 1000
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -48,9 +49,18 @@ class Worker(pb_grpc.WorkerServicer):
 
     # --- gRPC ---------------------------------------------------------------------------------
 
-    async def SubmitTask(
-        self, request: pb.SubmitTaskRequest, context: Any
-    ) -> pb.SubmitTaskResponse:
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Any
+    ) -> pb.SubmitTasksResponse:
+        if not 1 <= len(request.attempts) <= MAX_ATTEMPTS_PER_CALL:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"send 1-{MAX_ATTEMPTS_PER_CALL} attempts per call",
+            )
+        return pb.SubmitTasksResponse(results=[self.submit(a) for a in request.attempts])
+
+    def submit(self, request: pb.SubmitTaskRequest) -> pb.SubmitTaskResponse:
+        """Accept one attempt and start it in the background, or say why not."""
         key = (request.ref.task_id, request.ref.attempt)
         if key in self.executions:  # a retried hand-over of an attempt we already hold
             return pb.SubmitTaskResponse(
