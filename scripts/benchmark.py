@@ -27,7 +27,7 @@ import aiohttp
 import yarl
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-POLL_PAUSE_S = 0.15  # pause between status sweeps; latencies use server times, not this
+POLL_PAUSE_S = 0.5  # pause between status sweeps; latencies use server times, not this
 # Outstanding tasks are polled this many per GET /tasks request.
 POLL_BATCH = 200
 REQUEST_TIMEOUT_S = 30.0

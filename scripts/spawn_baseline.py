@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
 """Raw process-spawn ceiling with no scheduler: how fast can this machine run `bash -c COMMAND`?
 
-Runs the command COUNT times at CONCURRENCY two ways, each with stdout and stderr redirected to
+Runs the command COUNT times at CONCURRENCY three ways, each with stdout and stderr redirected to
 a fresh file per command as a skiplock worker does:
   (a) subprocess.Popen from a ThreadPoolExecutor
   (b) asyncio.create_subprocess_exec bounded by a semaphore
+  (c) subprocess.Popen on the event loop's thread, exits watched through pidfds (what the
+      skiplock worker does)
 The scheduler's throughput can be compared against these figures.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,22 +90,52 @@ async def _run_async(command: str, output: Path, slots: asyncio.Semaphore) -> in
             return await proc.wait()
 
 
-async def _spawn_all_async(config: Config, out_dir: Path) -> list[int]:
+RunOne = Callable[[str, Path, asyncio.Semaphore], Awaitable[int]]
+
+
+async def _spawn_all(config: Config, out_dir: Path, run_one: RunOne) -> list[int]:
     slots = asyncio.Semaphore(config.concurrency)
-    return await asyncio.gather(*(_run_async(config.command, out_dir / f"{i}.log", slots)
+    return await asyncio.gather(*(run_one(config.command, out_dir / f"{i}.log", slots)
                                   for i in range(config.count)))
 
 
 def spawn_asyncio(config: Config, out_dir: Path) -> Result:
     start = time.perf_counter()
-    codes = asyncio.run(_spawn_all_async(config, out_dir))
+    codes = asyncio.run(_spawn_all(config, out_dir, _run_async))
     return Result(seconds=time.perf_counter() - start, failures=sum(c != 0 for c in codes))
+
+
+async def _run_pidfd(command: str, output: Path, slots: asyncio.Semaphore) -> int:
+    async with slots:
+        with output.open("wb") as out:
+            proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        fd = os.pidfd_open(proc.pid)
+        loop.add_reader(fd, exited.set_result, None)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return proc.wait()
+
+
+def spawn_pidfd(config: Config, out_dir: Path) -> Result:
+    """Popen on one thread, exits watched through pidfds by the event loop (Linux)."""
+    start = time.perf_counter()
+    codes = asyncio.run(_spawn_all(config, out_dir, _run_pidfd))
+    return Result(seconds=time.perf_counter() - start, failures=sum(c != 0 for c in codes))
+
+
+METHODS = (("threads", spawn_threads), ("asyncio", spawn_asyncio), ("pidfd", spawn_pidfd))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     results: dict[str, Result] = {}
-    for name, method in (("threads", spawn_threads), ("asyncio", spawn_asyncio)):
+    for name, method in METHODS:
         with tempfile.TemporaryDirectory(prefix="skiplock-spawn-") as out_dir:
             results[name] = method(config, Path(out_dir))
         print(f"Raw spawn ({name}): {results[name].rate(config.count):.1f} tasks/s")

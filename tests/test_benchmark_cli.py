@@ -249,6 +249,8 @@ def test_spawn_baseline_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out_json = tmp_path / "spawn.json"
     assert spawn_baseline.main(["-n", "4", "-p", "2", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in out] == ["Raw spawn (threads)", "Raw spawn (asyncio)"]
+    assert [line.split(":")[0] for line in out] == [
+        "Raw spawn (threads)", "Raw spawn (asyncio)", "Raw spawn (pidfd)"]
     figures = json.loads(out_json.read_text())
-    assert figures["threads_tasks_per_s"] > 0 and figures["asyncio_tasks_per_s"] > 0
+    assert figures["failures"] == 0
+    assert all(figures[f"{m}_tasks_per_s"] > 0 for m in ("threads", "asyncio", "pidfd"))

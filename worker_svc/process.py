@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,40 +69,52 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def exit_future(proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """Resolves with the return code once the process has ended and been reaped. The event loop
+    watches a pidfd (Linux 5.3+), so no thread waits per process; elsewhere a thread does."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return asyncio.ensure_future(asyncio.to_thread(proc.wait))
+    future: asyncio.Future[int] = loop.create_future()
+
+    def on_exit() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        if not future.done():
+            future.set_result(proc.wait())
+
+    loop.add_reader(fd, on_exit)
+    return future
+
+
 class ProcessRunner:
-    """Spawns and waits in a thread pool: blocking Popen beat asyncio subprocesses here."""
+    """Spawns on the event loop's thread and waits through pidfds: measured here, that costs the
+    worker a third of the CPU per command that a thread pool's GIL hand-offs do."""
 
-    def __init__(self, max_running: int, kill_grace: float) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=max_running + 4, thread_name_prefix="run")
+    def __init__(self, kill_grace: float) -> None:
         self.kill_grace = kill_grace
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def start(self, execution: Execution) -> str | None:
         """Spawn the process; returns an error message when it could not be started."""
-        loop = asyncio.get_running_loop()
         if execution.not_before is not None:
             # Guards against a coordinator whose clock runs ahead of ours: never start early.
             wait = (execution.not_before - datetime.now(UTC)).total_seconds()
             if wait > 0:
                 await asyncio.sleep(min(wait, 60.0))
         try:
-            execution.proc = await loop.run_in_executor(
-                self._executor, spawn, execution.command, execution.output_path
-            )
+            execution.proc = spawn(execution.command, execution.output_path)
         except OSError as exc:
             return f"could not start bash: {exc}"
         execution.started_at = datetime.now(UTC)
+        execution.exited = exit_future(execution.proc)
         return None
 
     async def wait(self, execution: Execution) -> Outcome:
         """Wait for the process to end, enforcing its timeout; then reap its whole group."""
-        proc = execution.proc
-        assert proc is not None
-        loop = asyncio.get_running_loop()
-        waiting = loop.run_in_executor(self._executor, proc.wait)
-        execution.exited = waiting
+        proc, waiting = execution.proc, execution.exited
+        assert proc is not None and waiting is not None
         if execution.stopped_as is not None:  # asked to stop while it was being spawned
             await self.stop(execution, execution.stopped_as)
         try:

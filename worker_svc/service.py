@@ -39,7 +39,7 @@ class Worker(pb_grpc.WorkerServicer):
     def __init__(self, config: WorkerConfig, client: CoordinatorClient) -> None:
         self.config = config
         self.client = client
-        self.runner = ProcessRunner(config.slots, config.kill_grace)
+        self.runner = ProcessRunner(config.kill_grace)
         self.reporter = Reporter(client, self.on_stale)
         self.executions: dict[Key, Execution] = {}
         self.draining = False
@@ -250,4 +250,3 @@ async def serve(config: WorkerConfig, stop: asyncio.Event, server: grpc.aio.Serv
     await asyncio.gather(*loops, return_exceptions=True)
     await server.stop(grace=1.0)
     await client.close()
-    worker.runner.close()
