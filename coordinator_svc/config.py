@@ -7,7 +7,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from common.config import ListenAddress, cluster_token, database_url, parse_listen, secure_listen
+from common.config import (
+    ConfigError,
+    ListenAddress,
+    cluster_token,
+    database_url,
+    parse_listen,
+    secure_listen,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,10 @@ def load(
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
     )
     args = parser.parse_args(argv)
+    if not 0.05 <= args.poll_interval <= 60:
+        raise ConfigError("--poll-interval must be between 0.05 and 60 seconds")
+    if not 4 <= args.pool_size <= 1000:
+        raise ConfigError("--pool-size must be between 4 and 1000")
     token = cluster_token(env)
     listen = secure_listen(
         parse_listen(args.coordinator_port, "--coordinator_port"),
@@ -62,6 +73,6 @@ def load(
         listen=listen,
         database_url=database_url(env),
         token=token,
-        poll_interval=max(args.poll_interval, 0.05),
-        pool_max_size=max(args.pool_size, 4),
+        poll_interval=args.poll_interval,
+        pool_max_size=args.pool_size,
     )

@@ -118,6 +118,20 @@ def test_scheduler_port_and_host_flags():
     assert scheduler_config.load(["--scheduler-port=10.0.0.1:1"], {}).listen.port == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--poll-interval=0.01"], "--poll-interval"),
+        (["--poll-interval=600"], "--poll-interval"),
+        (["--pool-size=2"], "--pool-size"),
+    ],
+)
+def test_coordinator_refuses_settings_out_of_range(args, says):
+    with pytest.raises(ConfigError, match=says):
+        coordinator_config.load(args, {})
+    assert coordinator_config.load(["--poll-interval=0.05", "--pool-size=4"], {}).pool_max_size == 4
+
+
 # --- only loopback without a token ----------------------------------------------------------
 
 LOADERS: dict[str, tuple[Callable[..., Any], str]] = {
