@@ -58,14 +58,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--no-latency", action="store_true", help="skip the -d 2 -r 20 run")
+    parser.add_argument("--output-root", type=Path, default=REPO_ROOT / "worker_output",
+                        help="where the commands' output files go (default: worker_output/)")
     return parser.parse_args(argv)
 
 
-def raw_spawn_rate(count: int, command: str, concurrency: int) -> float:
+def raw_spawn_rate(count: int, command: str, concurrency: int, out_root: Path) -> float:
     config = spawn_baseline.Config(count, command, concurrency, None)
     rates = []
     for method in (spawn_baseline.spawn_threads, spawn_baseline.spawn_pidfd):
-        with tempfile.TemporaryDirectory(prefix="skiplock-raw-") as out_dir:
+        with tempfile.TemporaryDirectory(prefix="raw-", dir=out_root) as out_dir:
             rates.append(method(config, Path(out_dir)).rate(count))
     return max(rates)
 
@@ -88,7 +90,7 @@ def cpu_per_task(before: CpuSample, after: CpuSample, tasks: int) -> dict[str, f
 
 
 def one_round(admin_url: str, args: argparse.Namespace, log_dir: Path) -> Round:
-    raw = raw_spawn_rate(args.count, args.command, args.workers * args.slots)
+    raw = raw_spawn_rate(args.count, args.command, args.workers * args.slots, log_dir.parent)
     with dbsupport.throwaway_database(admin_url, "skiplock_tput_", migrate=migrate) as url:
         cluster = Cluster(url, log_dir)
         try:
@@ -126,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     server = dbsupport.discover_server()
     try:
-        with tempfile.TemporaryDirectory(prefix="skiplock-tput-") as logs:
+        # Output files of both runs go to the same directory tree: creating files costs very
+        # different CPU on different file systems (on this machine /tmp costs 30x the repo's).
+        with tempfile.TemporaryDirectory(prefix="tput-", dir=args.output_root) as logs:
             rounds = [one_round(server.admin_url, args, Path(logs) / f"round{i}")
                       for i in range(args.rounds)]
     finally:
