@@ -6,10 +6,10 @@ the one clock that decides when work is due, so no two machines' clocks are ever
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from psycopg import AsyncConnection
@@ -34,6 +34,8 @@ from store.models import (
 )
 
 Conn = AsyncConnection[Any]
+Params = Mapping[str, Any]
+R = TypeVar("R")
 
 WAKEUP_CHANNEL = "skiplock_wakeup"
 # What a wake-up is about: new due work, cancellations to deliver, schedules to (re)plan.
@@ -375,6 +377,21 @@ RETURNING a.task_id, a.attempt, a.worker_id, w.address
 # --- functions --------------------------------------------------------------------------------
 
 
+async def _one(conn: Conn, row: type[R], statement: str, params: Params) -> R | None:
+    """The statement's first row as a `row`, or None."""
+    cur = conn.cursor(row_factory=class_row(row))
+    await cur.execute(statement, params)
+    return await cur.fetchone()
+
+
+async def _all(conn: Conn, row: type[R], statement: str, params: Params) -> list[R]:
+    """Every row of the statement as `row`s."""
+    cur = conn.cursor(row_factory=class_row(row))
+    await cur.execute(statement, params)
+    return await cur.fetchall()
+
+
+
 async def schema_version(conn: Conn) -> int | None:
     """The highest migration applied; None before the first migration."""
     cur = await conn.execute(SCHEMA_MIGRATIONS_EXIST)
@@ -392,8 +409,9 @@ async def notify_wakeup(conn: Conn, topic: str = "") -> None:
 
 async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None:
     """Insert a task; None when its idempotency key is already taken."""
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(
+    return await _one(
+        conn,
+        TaskRow,
         INSERT_TASK,
         {
             "id": task_id,
@@ -407,13 +425,13 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
             "request_hash": new.request_hash,
         },
     )
-    return await cur.fetchone()
 
 
 async def insert_tasks(conn: Conn, new: Sequence[tuple[UUID, NewTask]]) -> list[TaskRow]:
     """Insert tasks that carry no idempotency key; rows come back in no particular order."""
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(
+    return await _all(
+        conn,
+        TaskRow,
         INSERT_TASKS,
         {
             "ids": [task_id for task_id, _ in new],
@@ -425,45 +443,34 @@ async def insert_tasks(conn: Conn, new: Sequence[tuple[UUID, NewTask]]) -> list[
             "timeout_seconds": [t.timeout_seconds for _, t in new],
         },
     )
-    return await cur.fetchall()
 
 
 async def get_task(conn: Conn, task_id: UUID) -> TaskRow | None:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(SELECT_TASK, {"id": task_id})
-    return await cur.fetchone()
+    return await _one(conn, TaskRow, SELECT_TASK, {"id": task_id})
 
 
 async def get_tasks(conn: Conn, task_ids: Sequence[UUID]) -> list[TaskRow]:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(SELECT_TASKS_BY_ID, {"ids": list(task_ids)})
-    return await cur.fetchall()
+    return await _all(conn, TaskRow, SELECT_TASKS_BY_ID, {"ids": list(task_ids)})
 
 
 async def list_tasks(
     conn: Conn, status: str | None, before: UUID | None, limit: int
 ) -> list[TaskRow]:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(LIST_TASKS, {"status": status, "before": before, "limit": limit})
-    return await cur.fetchall()
+    return await _all(
+        conn, TaskRow, LIST_TASKS, {"status": status, "before": before, "limit": limit}
+    )
 
 
 async def get_task_by_idempotency_key(conn: Conn, key: str) -> TaskRow | None:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(SELECT_TASK_BY_IDEMPOTENCY_KEY, {"key": key})
-    return await cur.fetchone()
+    return await _one(conn, TaskRow, SELECT_TASK_BY_IDEMPOTENCY_KEY, {"key": key})
 
 
 async def list_attempts(conn: Conn, task_id: UUID) -> list[AttemptRow]:
-    cur = conn.cursor(row_factory=class_row(AttemptRow))
-    await cur.execute(SELECT_ATTEMPTS, {"task_id": task_id})
-    return await cur.fetchall()
+    return await _all(conn, AttemptRow, SELECT_ATTEMPTS, {"task_id": task_id})
 
 
 async def lock_task(conn: Conn, task_id: UUID) -> TaskRow | None:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(LOCK_TASK, {"id": task_id})
-    return await cur.fetchone()
+    return await _one(conn, TaskRow, LOCK_TASK, {"id": task_id})
 
 
 async def cancel_task(conn: Conn, task_id: UUID) -> TaskRow | None:
@@ -475,9 +482,7 @@ async def cancel_task(conn: Conn, task_id: UUID) -> TaskRow | None:
 
 
 async def requeue_failed_task(conn: Conn, task_id: UUID) -> TaskRow | None:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(REQUEUE_FAILED_TASK, {"id": task_id})
-    return await cur.fetchone()
+    return await _one(conn, TaskRow, REQUEUE_FAILED_TASK, {"id": task_id})
 
 
 async def upsert_worker(
@@ -519,9 +524,7 @@ async def declare_lost_workers(conn: Conn, silence_seconds: float) -> list[str]:
 
 
 async def open_attempts_of_lost_workers(conn: Conn, limit: int) -> list[AttemptKey]:
-    cur = conn.cursor(row_factory=class_row(AttemptKey))
-    await cur.execute(OPEN_ATTEMPTS_OF_LOST_WORKERS, {"limit": limit})
-    return await cur.fetchall()
+    return await _all(conn, AttemptKey, OPEN_ATTEMPTS_OF_LOST_WORKERS, {"limit": limit})
 
 
 def _held_params(worker_id: str, held: Sequence[AttemptKey]) -> dict[str, object]:
@@ -537,9 +540,7 @@ async def revoked_attempts(
 ) -> list[AttemptKey]:
     if not held:
         return []
-    cur = conn.cursor(row_factory=class_row(AttemptKey))
-    await cur.execute(REVOKED_ATTEMPTS, _held_params(worker_id, held))
-    return await cur.fetchall()
+    return await _all(conn, AttemptKey, REVOKED_ATTEMPTS, _held_params(worker_id, held))
 
 
 async def vanished_attempts(
@@ -619,9 +620,8 @@ async def end_attempt(conn: Conn, end: AttemptEnd) -> tuple[bool, str | None]:
 async def take_pending_stops(
     conn: Conn, resend_after_seconds: float, limit: int
 ) -> list[StopRequest]:
-    cur = conn.cursor(row_factory=class_row(StopRequest))
-    await cur.execute(TAKE_PENDING_STOPS, {"resend_after": resend_after_seconds, "limit": limit})
-    return await cur.fetchall()
+    params = {"resend_after": resend_after_seconds, "limit": limit}
+    return await _all(conn, StopRequest, TAKE_PENDING_STOPS, params)
 
 
 # Subscribe this (autocommit) connection to the wake-up channel.
@@ -814,32 +814,23 @@ async def insert_schedule(
     conn: Conn, schedule_id: UUID, settings: ScheduleSettings, at: datetime, next_fire_at: datetime
 ) -> ScheduleRow | None:
     """Create a schedule anchored at `at`; None when a live schedule has the name."""
-    cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    params = {**asdict(settings), "id": schedule_id, "at": at}
-    await cur.execute(INSERT_SCHEDULE, params | {"next_fire_at": next_fire_at})
-    return await cur.fetchone()
+    params = {**asdict(settings), "id": schedule_id, "at": at, "next_fire_at": next_fire_at}
+    return await _one(conn, ScheduleRow, INSERT_SCHEDULE, params)
 
 
 async def get_schedule(conn: Conn, schedule_id: UUID) -> ScheduleRow | None:
-    cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    await cur.execute(SELECT_SCHEDULE, {"id": schedule_id})
-    return await cur.fetchone()
+    return await _one(conn, ScheduleRow, SELECT_SCHEDULE, {"id": schedule_id})
 
 
 async def lock_schedule(conn: Conn, schedule_id: UUID) -> ScheduleRow | None:
-    cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    await cur.execute(LOCK_SCHEDULE, {"id": schedule_id})
-    return await cur.fetchone()
+    return await _one(conn, ScheduleRow, LOCK_SCHEDULE, {"id": schedule_id})
 
 
 async def list_schedules(
     conn: Conn, prefix: str, paused: bool | None, after: str | None, limit: int
 ) -> list[ScheduleRow]:
-    cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    await cur.execute(
-        LIST_SCHEDULES, {"prefix": prefix, "paused": paused, "after": after, "limit": limit}
-    )
-    return await cur.fetchall()
+    params = {"prefix": prefix, "paused": paused, "after": after, "limit": limit}
+    return await _all(conn, ScheduleRow, LIST_SCHEDULES, params)
 
 
 async def update_schedule(
@@ -851,18 +842,16 @@ async def update_schedule(
     next_fire_at: datetime,
 ) -> ScheduleRow | None:
     """Replace the settings of a live schedule (raises UniqueViolation for a taken name)."""
-    cur = conn.cursor(row_factory=class_row(ScheduleRow))
     params = {**asdict(settings), "id": schedule_id, "at": at, "anchor_at": anchor_at}
-    await cur.execute(UPDATE_SCHEDULE, params | {"next_fire_at": next_fire_at})
-    return await cur.fetchone()
+    return await _one(conn, ScheduleRow, UPDATE_SCHEDULE, params | {"next_fire_at": next_fire_at})
 
 
 async def set_schedule_paused(
     conn: Conn, schedule_id: UUID, paused: bool, at: datetime | None = None
 ) -> ScheduleRow | None:
-    cur = conn.cursor(row_factory=class_row(ScheduleRow))
-    await cur.execute(SET_SCHEDULE_PAUSED, {"id": schedule_id, "paused": paused, "at": at})
-    return await cur.fetchone()
+    return await _one(
+        conn, ScheduleRow, SET_SCHEDULE_PAUSED, {"id": schedule_id, "paused": paused, "at": at}
+    )
 
 
 async def delete_schedule(conn: Conn, schedule_id: UUID) -> bool:
@@ -873,15 +862,13 @@ async def delete_schedule(conn: Conn, schedule_id: UUID) -> bool:
 async def list_ticks(
     conn: Conn, schedule_id: UUID, before: datetime | None, limit: int
 ) -> list[TickRow]:
-    cur = conn.cursor(row_factory=class_row(TickRow))
-    await cur.execute(LIST_TICKS, {"id": schedule_id, "before": before, "limit": limit})
-    return await cur.fetchall()
+    return await _all(
+        conn, TickRow, LIST_TICKS, {"id": schedule_id, "before": before, "limit": limit}
+    )
 
 
 async def claim_due_schedules(conn: Conn, now: datetime | None, limit: int) -> list[DueSchedule]:
-    cur = conn.cursor(row_factory=class_row(DueSchedule))
-    await cur.execute(CLAIM_DUE_SCHEDULES, {"now": now, "limit": limit})
-    return await cur.fetchall()
+    return await _all(conn, DueSchedule, CLAIM_DUE_SCHEDULES, {"now": now, "limit": limit})
 
 
 async def advance_schedules(conn: Conn, next_fire_at: dict[UUID, datetime]) -> None:
@@ -898,9 +885,7 @@ async def seconds_until_next_fire(conn: Conn) -> float | None:
 
 
 async def lock_unfinished_runs(conn: Conn, schedule_ids: Sequence[UUID]) -> list[ScheduleRun]:
-    cur = conn.cursor(row_factory=class_row(ScheduleRun))
-    await cur.execute(LOCK_UNFINISHED_RUNS, {"ids": list(schedule_ids)})
-    return await cur.fetchall()
+    return await _all(conn, ScheduleRun, LOCK_UNFINISHED_RUNS, {"ids": list(schedule_ids)})
 
 
 async def record_ticks(
@@ -925,9 +910,7 @@ async def record_ticks(
 
 
 async def insert_triggered_run(conn: Conn, schedule_id: UUID) -> TaskRow | None:
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(INSERT_TRIGGERED_RUN, {"id": schedule_id, "task_id": uuid4()})
-    return await cur.fetchone()
+    return await _one(conn, TaskRow, INSERT_TRIGGERED_RUN, {"id": schedule_id, "task_id": uuid4()})
 
 
 async def cancel_unfinished_runs(conn: Conn, schedule_ids: Sequence[UUID]) -> list[ScheduleRun]:

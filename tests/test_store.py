@@ -68,13 +68,15 @@ def row_classes() -> dict[str, set[type]]:
     for fn in ast.walk(tree):
         if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
             continue
+        # class_row(Row), or the fetch helpers' row argument: _one/_all(conn, Row, ...)
         classes = {
-            getattr(models, node.args[0].id)
+            getattr(models, arg.id)
             for node in ast.walk(fn)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "class_row"
-            and isinstance(node.args[0], ast.Name)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            for position, arg in enumerate(node.args)
+            if isinstance(arg, ast.Name)
+            and (node.func.id, position) in (("class_row", 0), ("_one", 1), ("_all", 1))
+            and hasattr(models, arg.id)
         }
         used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in statements}
         for name in used:
