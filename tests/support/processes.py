@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import httpx
+import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -337,11 +338,13 @@ class Cluster:
             *extra_args,
         ]
         worker_env = self.env({"WORKER_ID": worker_id, "WORKER_ADDRESS": LOOPBACK, **(env or {})})
+        started_at = self._database_now() if wait else None
         proc = self._spawn(worker_id, "worker_svc", args, worker_env)
         self.workers[worker_id] = proc
         self.worker_ports[worker_id] = port
-        if wait:
+        if started_at is not None:
             self.wait_port(proc, port, timeout)
+            self.wait_registered(proc, worker_id, started_at, timeout)
         return proc
 
     # -- access ---------------------------------------------------------------------------
@@ -399,6 +402,28 @@ class Cluster:
             timeout,
             message=lambda: f"{proc.name} to listen on {port}\n{proc.describe()}",
         )
+
+    def wait_registered(
+        self, proc: ServiceProcess, worker_id: str, since: object, timeout: float = 30.0
+    ) -> None:
+        """Until a coordinator has recorded a heartbeat of the worker sent after `since` (a
+        database timestamp): from then on it is offered work, and freezing it is a fault."""
+
+        def heard() -> bool:
+            self._check_alive(proc)
+            with psycopg.connect(self.database_url, connect_timeout=5) as conn:
+                row = conn.execute(
+                    "SELECT last_heartbeat_at > %s FROM workers WHERE id = %s", (since, worker_id)
+                ).fetchone()
+            return bool(row and row[0])
+
+        wait_for(heard, timeout, message=lambda: f"{worker_id} to register\n{self.logs()}")
+
+    def _database_now(self) -> object:
+        with psycopg.connect(self.database_url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        return row[0]
 
     # -- teardown -------------------------------------------------------------------------
 
