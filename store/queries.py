@@ -377,6 +377,11 @@ RETURNING a.task_id, a.attempt, a.worker_id, w.address
 # --- functions --------------------------------------------------------------------------------
 
 
+def _arrays(items: Sequence[Any], **columns: str) -> dict[str, list[Any]]:
+    """Parallel arrays for unnest(): parameter name -> that attribute of every item."""
+    return {param: [getattr(item, attr) for item in items] for param, attr in columns.items()}
+
+
 async def _one(conn: Conn, row: type[R], statement: str, params: Params) -> R | None:
     """The statement's first row as a `row`, or None."""
     cur = conn.cursor(row_factory=class_row(row))
@@ -561,13 +566,14 @@ async def mark_attempts_running(conn: Conn, starts: Sequence[AttemptStart]) -> s
         return set()
     cur = await conn.execute(
         MARK_ATTEMPTS_RUNNING,
-        {
-            "task_ids": [s.task_id for s in starts],
-            "attempts": [s.attempt for s in starts],
-            "worker_ids": [s.worker_id for s in starts],
-            "started_at": [s.started_at for s in starts],
-            "output_paths": [s.output_path for s in starts],
-        },
+        _arrays(
+            starts,
+            task_ids="task_id",
+            attempts="attempt",
+            worker_ids="worker_id",
+            started_at="started_at",
+            output_paths="output_path",
+        ),
     )
     return {AttemptKey(row[0], row[1]) for row in await cur.fetchall()}
 
@@ -590,16 +596,19 @@ async def end_attempts(
     cur = await conn.execute(
         END_ATTEMPTS,
         {
-            "task_ids": [e.task_id for e in ends],
-            "attempts": [e.attempt for e in ends],
-            "worker_ids": [e.worker_id for e in ends],
-            "statuses": [e.status for e in ends],
-            "reasons": [e.reason for e in ends],
-            "exit_codes": [e.exit_code for e in ends],
-            "started_at": [e.started_at for e in ends],
-            "output_paths": [e.output_path for e in ends],
-            "details": [e.detail for e in ends],
-            "consumes_retry": [e.consumes_retry for e in ends],
+            **_arrays(
+                ends,
+                task_ids="task_id",
+                attempts="attempt",
+                worker_ids="worker_id",
+                statuses="status",
+                reasons="reason",
+                exit_codes="exit_code",
+                started_at="started_at",
+                output_paths="output_path",
+                details="detail",
+                consumes_retry="consumes_retry",
+            ),
             "backoff_cap": RETRY_BACKOFF_CAP_SECONDS,
             "requeue_after": REQUEUE_AFTER_REFUSAL_SECONDS,
         },
