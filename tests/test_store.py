@@ -400,8 +400,6 @@ def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, da
                 row = await cur.fetchone()
                 if row is not None and row[0] == 0:
                     return
-                if not batch and not held:
-                    await asyncio.sleep(0.005)  # all slots are others'; let them finish
 
     def thread_main(name: str, seed: int) -> None:
         try:

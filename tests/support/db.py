@@ -13,7 +13,6 @@ import secrets
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,11 +243,3 @@ def drop_stale_databases(admin_url: str) -> None:
         if pid_text.isdigit() and not _pid_alive(int(pid_text)):
             with contextlib.suppress(psycopg.Error):
                 drop_database(admin_url, str(name), force=False)
-
-
-def wait_connectable(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not can_connect(url, timeout=2):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"database at {url} not reachable within {timeout}s")
-        time.sleep(0.05)
