@@ -55,6 +55,15 @@ class PassResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     full: bool = False  # a whole batch was claimed: more may be due right now
 
+    @property
+    def topics(self) -> list[str]:
+        """What the pass gave other loops to do: runs to dispatch, runs to stop."""
+        wanted = {
+            queries.TOPIC_TASKS: self.outcomes["started"] + self.outcomes["cancelled_previous"],
+            queries.TOPIC_STOPS: self.outcomes["cancelled_previous"],
+        }
+        return [topic for topic, count in wanted.items() if count]
+
 
 @functools.lru_cache(maxsize=4096)
 def spec_of(cron: str, timezone: str) -> CronSpec:
@@ -147,8 +156,8 @@ async def fire_due(
             )
         )
     await queries.advance_schedules(conn, next_fire_at)
-    if result.outcomes["started"] or result.outcomes["cancelled_previous"]:
-        await queries.notify_wakeup(conn)  # other coordinators' dispatchers and stop loops
+    if result.topics:  # other coordinators' dispatchers and stop loops
+        await queries.notify_wakeup(conn, *result.topics)
     return result
 
 
@@ -160,9 +169,8 @@ async def cron_loop(
         wakeups.cron.clear()
         try:
             result = await in_transaction(pool, fire_due)
-            if result.outcomes["started"] or result.outcomes["cancelled_previous"]:
-                wakeups.dispatch.set()
-                wakeups.stops.set()
+            for topic in result.topics:
+                wakeups.on(topic)
             delay = 0.0 if result.full else await next_fire_delay(pool, config.poll_interval)
         except DB_ERRORS as exc:
             log.warning("firing schedules failed (%s); retrying", exc)

@@ -79,7 +79,7 @@ async def create_schedule(body: ScheduleCreate, request: Request) -> JSONRespons
         row = await queries.insert_schedule(conn, uuid.uuid4(), settings, at, fires[0])
         if row is None:
             return None
-        await queries.notify_wakeup(conn)
+        await queries.notify_wakeup(conn, queries.TOPIC_SCHEDULES)
         return schedule_view(row, fires)
 
     view = await in_transaction(pool_of(request), create)
@@ -141,7 +141,7 @@ async def patch_schedule(request: Request, schedule_id: str, body: SchedulePatch
             next_fire_at = next_fire(spec, at, anchor_at)
         row = await queries.update_schedule(conn, sid, settings, at, anchor_at, next_fire_at)
         assert row is not None  # locked above
-        await queries.notify_wakeup(conn)
+        await queries.notify_wakeup(conn, queries.TOPIC_SCHEDULES)
         return schedule_view(row, fire_times(spec, at, anchor_at, UPCOMING))
 
     try:
@@ -169,7 +169,7 @@ async def set_paused(request: Request, schedule_id: str, paused: bool) -> dict[s
         row = await queries.set_schedule_paused(conn, sid, paused)
         if row is None:
             raise not_found(sid)
-        await queries.notify_wakeup(conn)
+        await queries.notify_wakeup(conn, queries.TOPIC_SCHEDULES)
         return await view_now(conn, row)
 
     return await in_transaction(pool_of(request), change)
@@ -209,7 +209,8 @@ async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
             cancelled = await queries.cancel_unfinished_runs(conn, [sid])
         task = await queries.insert_triggered_run(conn, sid)
         assert task is not None  # the schedule is locked
-        await queries.notify_wakeup(conn)
+        topics = [queries.TOPIC_TASKS] + ([queries.TOPIC_STOPS] if cancelled else [])
+        await queries.notify_wakeup(conn, *topics)
         return task, [str(run.task_id) for run in cancelled]
 
     task, cancelled = await in_transaction(pool_of(request), trigger)

@@ -56,9 +56,9 @@ SCHEMA_MIGRATIONS_EXIST = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 # The highest migration applied.
 SCHEMA_VERSION = "SELECT max(version) FROM schema_migrations"
 
-# Wake every coordinator's loops for a topic ('' wakes all); only a hint, correctness never
-# depends on it.
-NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', %(topic)s)"
+# Wake every coordinator's loops about the given topics ('' wakes all); only a hint,
+# correctness never depends on it.
+NOTIFY_WAKEUP = f"SELECT pg_notify('{WAKEUP_CHANNEL}', t) FROM unnest(%(topics)s::text[]) AS t"
 
 # --- tasks ------------------------------------------------------------------------------------
 
@@ -408,8 +408,9 @@ async def schema_version(conn: Conn) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-async def notify_wakeup(conn: Conn, topic: str = "") -> None:
-    await conn.execute(NOTIFY_WAKEUP, {"topic": topic})
+async def notify_wakeup(conn: Conn, *topics: str) -> None:
+    """Notify about each topic; with none, wake every loop."""
+    await conn.execute(NOTIFY_WAKEUP, {"topics": list(topics) or [""]})
 
 
 async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None:
