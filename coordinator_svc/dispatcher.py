@@ -131,8 +131,8 @@ class Dispatcher:
         if not refused:
             return
         log.info("%d attempt(s) not taken by %s: %s", len(refused), worker_id, refused[0][2])
-        for attempt, reason, detail in refused:
-            end = AttemptEnd(
+        ends = [
+            AttemptEnd(
                 attempt.task_id,
                 attempt.attempt,
                 "failed",
@@ -141,7 +141,9 @@ class Dispatcher:
                 worker_id=worker_id,
                 detail=detail,
             )
-            await self.end_with_retry(end)
+            for attempt, reason, detail in refused
+        ]
+        await self.end_with_retry(ends)
         self.wakeups.dispatch.set()
 
     def submit_request(self, claimed: ClaimedAttempt) -> pb.SubmitTaskRequest:
@@ -155,12 +157,15 @@ class Dispatcher:
             kill_grace_ms=round(self.config.kill_grace * 1000),
         )
 
-    async def end_with_retry(self, end: AttemptEnd) -> None:
-        """Record an ending decided here; keep trying through a database outage."""
+    async def end_with_retry(self, ends: list[AttemptEnd]) -> None:
+        """Record endings decided here, in one statement; keep trying through a database
+        outage."""
         delay = 0.2
         while True:
             try:
-                await in_transaction(self.pool, lambda conn: queries.end_attempt(conn, end))
+                await in_transaction(
+                    self.pool, lambda conn: queries.end_attempts(conn, ends), atomic=False
+                )
                 return
             except DB_ERRORS as exc:
                 log.warning("could not record attempt end (%s); retrying", exc)

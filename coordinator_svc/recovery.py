@@ -36,10 +36,13 @@ async def reap_once(
         return await queries.open_attempts_of_lost_workers(conn, 500)
 
     keys = await in_transaction(dispatcher.pool, find)
-    for key in keys:
-        end = AttemptEnd(key.task_id, key.attempt, "failed", "worker_lost", consumes_retry=True)
-        await dispatcher.end_with_retry(end)
     if keys:
+        await dispatcher.end_with_retry(
+            [
+                AttemptEnd(k.task_id, k.attempt, "failed", "worker_lost", consumes_retry=True)
+                for k in keys
+            ]
+        )
         dispatcher.wakeups.dispatch.set()
     return len(keys)
 
