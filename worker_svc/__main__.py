@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import grpc
 import uvloop
 
 from common.config import ConfigError
-from common.grpc_auth import server_interceptors
 from common.loops import install_stop_signals, setup_logging
 from worker_svc.config import load
 from worker_svc.service import serve
@@ -23,8 +21,7 @@ async def main() -> None:
         sys.exit(f"worker: {exc}")
     stop = asyncio.Event()
     install_stop_signals(stop)
-    server = grpc.aio.server(interceptors=server_interceptors(config.token))
-    await serve(config, stop, server)
+    await serve(config, stop)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,22 @@ import contextlib
 import os
 import signal
 import subprocess
+from asyncio import FIRST_COMPLETED
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from common.loops import wait_any
 from proto import skiplock_pb2 as pb
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     state: pb.AttemptState.ValueType
+    # None when the command never ran.
     exit_code: int | None
-    started_at: datetime | None
     finished_at: datetime
     detail: str = ""
 
@@ -30,20 +34,26 @@ class Execution:
     task_id: str
     attempt: int
     command: str
+    # Seconds from the spawn; None means no limit.
     timeout: float | None
     output_path: Path
+    # Never spawned before this instant (the worker's clock).
     not_before: datetime | None
-    proc: subprocess.Popen[bytes] | None = None
-    # Resolves with the return code once the process has been reaped.
-    exited: asyncio.Future[int] | None = None
     started_at: datetime | None = None
     # Set when skiplock stopped the command; decides the state it is reported with.
     stopped_as: pb.AttemptState.ValueType | None = None
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.task_id, self.attempt)
+
+    def stop(self, state: pb.AttemptState.ValueType) -> None:
+        """Ask the runner to stop the command (the first request names the state)."""
+        if self.stopped_as is None:
+            self.stopped_as = state
+        self.stop_requested.set()
 
 
 def spawn(command: str, output_path: Path) -> subprocess.Popen[bytes]:
@@ -90,38 +100,38 @@ def exit_future(proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
 
 
 class ProcessRunner:
-    """Spawns on the event loop's thread and waits through pidfds: measured here, that costs the
+    """Runs an execution from start to end: waits for its `not_before`, spawns, enforces the
+    timeout and stop requests (SIGTERM to the group, SIGKILL after the grace) and reaps.
+
+    Spawns on the event loop's thread and waits through pidfds: measured here, that costs the
     worker a third of the CPU per command that a thread pool's GIL hand-offs do."""
 
     def __init__(self, kill_grace: float) -> None:
         self.kill_grace = kill_grace
 
-    async def start(self, execution: Execution) -> str | None:
-        """Spawn the process; returns an error message when it could not be started."""
-        if execution.not_before is not None:
-            # Guards against a coordinator whose clock runs ahead of ours: never start early.
-            wait = (execution.not_before - datetime.now(UTC)).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 60.0))
+    async def run(self, execution: Execution, on_started: Callable[[], None]) -> Outcome:
+        """Run the command to its end; `on_started` is called once it has been spawned."""
+        await self._wait_until(execution.not_before, execution.stop_requested)
+        if execution.stopped_as is not None:
+            return Outcome(execution.stopped_as, None, datetime.now(UTC), "stopped before start")
         try:
-            execution.proc = spawn(execution.command, execution.output_path)
+            proc = spawn(execution.command, execution.output_path)
         except OSError as exc:
-            return f"could not start bash: {exc}"
+            detail = f"could not start bash: {exc}"
+            return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         execution.started_at = datetime.now(UTC)
-        execution.exited = exit_future(execution.proc)
-        return None
-
-    async def wait(self, execution: Execution) -> Outcome:
-        """Wait for the process to end, enforcing its timeout; then reap its whole group."""
-        proc, waiting = execution.proc, execution.exited
-        assert proc is not None and waiting is not None
-        if execution.stopped_as is not None:  # asked to stop while it was being spawned
-            await self.stop(execution, execution.stopped_as)
+        exited = exit_future(proc)
+        on_started()
+        stopping = asyncio.ensure_future(execution.stop_requested.wait())
+        waiting: list[asyncio.Future[Any]] = [exited, stopping]
         try:
-            await asyncio.wait_for(asyncio.shield(waiting), timeout=execution.timeout)
-        except TimeoutError:
-            await self.stop(execution, pb.ATTEMPT_STATE_TIMED_OUT)
-        returncode = await waiting
+            await asyncio.wait(waiting, timeout=execution.timeout, return_when=FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not exited.done():
+            execution.stop(pb.ATTEMPT_STATE_TIMED_OUT)  # no-op when asked to stop
+            await self._terminate(proc.pid, exited)
+        returncode = await exited
         # Background children must not outlive their attempt.
         signal_group(proc.pid, signal.SIGKILL)
         finished = datetime.now(UTC)
@@ -130,17 +140,21 @@ class ProcessRunner:
             state = execution.stopped_as
         else:
             state = pb.ATTEMPT_STATE_SUCCEEDED if code == 0 else pb.ATTEMPT_STATE_FAILED
-        return Outcome(state, code, execution.started_at, finished)
+        return Outcome(state, code, finished)
 
-    async def stop(self, execution: Execution, state: pb.AttemptState.ValueType) -> None:
+    async def _terminate(self, pgid: int, exited: asyncio.Future[int]) -> None:
         """SIGTERM to the process group, SIGKILL once the grace period has passed."""
-        if execution.stopped_as is None:
-            execution.stopped_as = state
-        proc, exited = execution.proc, execution.exited
-        if proc is None or exited is None or exited.done():
-            return
-        signal_group(proc.pid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(exited), timeout=self.kill_grace)
         except TimeoutError:
-            signal_group(proc.pid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
+
+    @staticmethod
+    async def _wait_until(moment: datetime | None, stop: asyncio.Event) -> None:
+        """Guards against a coordinator whose clock runs ahead of ours: never start early."""
+        while moment is not None and not stop.is_set():
+            wait = (moment - datetime.now(UTC)).total_seconds()
+            if wait <= 0:
+                return
+            await wait_any([stop], wait)

@@ -1,0 +1,78 @@
+"""The worker's gRPC edge: turns SubmitTasks and CancelTask calls into work for the Worker."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from proto import skiplock_pb2 as pb
+from proto import skiplock_pb2_grpc as pb_grpc
+from proto.timestamps import from_timestamp
+from worker_svc.process import Execution
+
+if TYPE_CHECKING:
+    from worker_svc.service import Worker
+
+MAX_COMMAND_BYTES = 65536
+MAX_ATTEMPTS_PER_CALL = 1000
+
+
+class WorkerServicer(pb_grpc.WorkerServicer):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Any
+    ) -> pb.SubmitTasksResponse:
+        if not 1 <= len(request.attempts) <= MAX_ATTEMPTS_PER_CALL:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"send 1-{MAX_ATTEMPTS_PER_CALL} attempts per call",
+            )
+        return pb.SubmitTasksResponse(results=[self.submit(a) for a in request.attempts])
+
+    def submit(self, request: pb.SubmitTaskRequest) -> pb.SubmitTaskResponse:
+        """Accept one attempt and start it in the background, or say why not."""
+        key = (request.ref.task_id, request.ref.attempt)
+        if self.worker.holds(key):  # a retried hand-over of an attempt we already hold
+            return pb.SubmitTaskResponse(accepted=True)
+        refusal = self.refusal(request)
+        if refusal:
+            return pb.SubmitTaskResponse(accepted=False, reason=refusal)
+        self.worker.start(
+            Execution(
+                task_id=request.ref.task_id,
+                attempt=request.ref.attempt,
+                command=request.command,
+                timeout=request.timeout_ms / 1000 if request.timeout_ms > 0 else None,
+                output_path=self.worker.output_path(request.ref.task_id, request.ref.attempt),
+                not_before=from_timestamp(request, "not_before"),
+            )
+        )
+        return pb.SubmitTaskResponse(accepted=True)
+
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: Any
+    ) -> pb.CancelTaskResponse:
+        key = (request.ref.task_id, request.ref.attempt)
+        found = self.worker.holds(key)
+        self.worker.stop_attempt(key, pb.ATTEMPT_STATE_CANCELLED)
+        return pb.CancelTaskResponse(found=found)
+
+    def refusal(self, request: pb.SubmitTaskRequest) -> str:
+        if self.worker.draining:
+            return "worker is draining"
+        if self.worker.free_slots() == 0:
+            return "no free slot"
+        try:
+            uuid.UUID(request.ref.task_id)
+        except ValueError:
+            return "task_id is not a UUID"
+        if request.ref.attempt < 1:
+            return "attempt must be >= 1"
+        command_size = len(request.command.encode())
+        if not 0 < command_size <= MAX_COMMAND_BYTES or "\x00" in request.command:
+            return f"command must be 1-{MAX_COMMAND_BYTES} bytes without NUL"
+        return ""
