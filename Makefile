@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: run test lint typecheck proto bench clean
+.PHONY: run test test-fast lint typecheck proto bench clean
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -26,6 +26,10 @@ test: proto
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The in-process layer alone: real bash, gRPC and PostgreSQL, no service processes.
+test-fast: proto
+	$(PY) -m pytest tests/unit
 
 lint: proto
 	$(PY) -m ruff check .

@@ -1,0 +1,168 @@
+"""ProcessRunner with real bash: exit statuses, signals, timeouts, stops, the kill grace and
+not_before. No services, no database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from proto import skiplock_pb2 as pb
+from tests.support.inprocess import eventually
+from tests.support.tasks import group_members, pid_alive
+from worker_svc.process import Execution, Outcome, ProcessRunner
+
+
+def execution(
+    tmp_path: Path,
+    command: str,
+    timeout: float | None = None,
+    not_before: datetime | None = None,
+    output_path: Path | None = None,
+) -> Execution:
+    return Execution(
+        task_id="00000000-0000-0000-0000-000000000001",
+        attempt=1,
+        command=command,
+        timeout=timeout,
+        output_path=output_path or tmp_path / "out.log",
+        not_before=not_before,
+    )
+
+
+async def run(runner: ProcessRunner, execution: Execution) -> tuple[Outcome, int]:
+    """Run to the end; returns the outcome and how often `on_started` was called."""
+    started: list[datetime | None] = []
+    outcome = await runner.run(execution, lambda: started.append(execution.started_at))
+    assert all(s is not None for s in started), "on_started before the start time was known"
+    return outcome, len(started)
+
+
+async def file_text(path: Path, timeout: float = 10.0) -> str:
+    """Wait until `path` holds a complete line and return its text."""
+    return await eventually(
+        lambda: path.read_text() if path.exists() and path.read_text().endswith("\n") else "",
+        timeout,
+        f"a line in {path}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "state", "code"),
+    [
+        ("exit 0", pb.ATTEMPT_STATE_SUCCEEDED, 0),
+        ("exit 3", pb.ATTEMPT_STATE_FAILED, 3),
+        ("kill -USR1 $$", pb.ATTEMPT_STATE_FAILED, 128 + 10),
+        ("kill -KILL $$", pb.ATTEMPT_STATE_FAILED, 128 + 9),
+    ],
+)
+def test_the_exit_status_decides_the_state_and_a_signal_is_128_plus_n(
+    tmp_path, command, state, code
+):
+    outcome, starts = asyncio.run(run(ProcessRunner(5.0), execution(tmp_path, command)))
+    assert (outcome.state, outcome.exit_code, starts) == (state, code, 1)
+
+
+def test_stdout_and_stderr_go_to_the_output_file(tmp_path):
+    work = execution(tmp_path, "echo out; echo err >&2")
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0), work))
+    assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
+    assert work.output_path.read_text() == "out\nerr\n"
+    assert work.started_at is not None and work.started_at <= outcome.finished_at
+
+
+def test_a_timeout_kills_the_whole_process_group(tmp_path):
+    pids = tmp_path / "pids"
+    work = execution(tmp_path, f"sleep 100 & echo $$ $! > {pids}; sleep 100", timeout=1.5)
+
+    async def scenario() -> Outcome:
+        outcome, _ = await run(ProcessRunner(5.0), work)
+        leader, child = (int(p) for p in (await file_text(pids)).split())
+        await eventually(lambda: not pid_alive(child) and not group_members(leader), 10,
+                         "the background child to be killed with its group")
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_TIMED_OUT, 128 + 15)
+
+
+def test_a_stop_sends_sigterm_first_so_the_command_may_clean_up(tmp_path):
+    ready = tmp_path / "ready"
+    work = execution(tmp_path, f"trap 'exit 7' TERM; echo up > {ready}; sleep 100 & wait")
+
+    async def scenario() -> Outcome:
+        running = asyncio.create_task(run(ProcessRunner(5.0), work))
+        await file_text(ready)
+        work.stop(pb.ATTEMPT_STATE_CANCELLED)
+        outcome, _ = await running
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_CANCELLED, 7)
+
+
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
+    ready = tmp_path / "ready"
+    work = execution(tmp_path, f"trap '' TERM; echo up > {ready}; sleep 100")
+    grace = 0.3
+
+    async def scenario() -> tuple[Outcome, float]:
+        loop = asyncio.get_running_loop()
+        running = asyncio.create_task(run(ProcessRunner(grace), work))
+        await file_text(ready)
+        asked = loop.time()
+        work.stop(pb.ATTEMPT_STATE_SHUTDOWN)
+        outcome, _ = await running
+        return outcome, loop.time() - asked
+
+    outcome, took = asyncio.run(scenario())
+    assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_SHUTDOWN, 128 + 9)
+    assert took >= grace, "SIGKILL came before the grace had passed"
+
+
+def test_the_first_stop_names_the_state(tmp_path):
+    work = execution(tmp_path, "sleep 100")
+
+    async def scenario() -> Outcome:
+        running = asyncio.create_task(run(ProcessRunner(5.0), work))
+        await eventually(lambda: work.started_at, message="the spawn")
+        work.stop(pb.ATTEMPT_STATE_CANCELLED)
+        work.stop(pb.ATTEMPT_STATE_SHUTDOWN)
+        outcome, _ = await running
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_CANCELLED, 128 + 15)
+
+
+def test_never_starts_before_not_before(tmp_path):
+    not_before = datetime.now(UTC) + timedelta(seconds=0.5)
+    work = execution(tmp_path, "date +%s.%N", not_before=not_before)
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0), work))
+    assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
+    assert work.started_at is not None and work.started_at >= not_before
+    ran_at = datetime.fromtimestamp(float(work.output_path.read_text()), UTC)
+    assert ran_at >= not_before
+
+
+def test_a_stop_while_waiting_for_not_before_never_spawns(tmp_path):
+    work = execution(tmp_path, "true", not_before=datetime.now(UTC) + timedelta(hours=1))
+
+    async def scenario() -> tuple[Outcome, int]:
+        running = asyncio.create_task(run(ProcessRunner(5.0), work))
+        await asyncio.sleep(0)  # let it begin waiting
+        work.stop(pb.ATTEMPT_STATE_CANCELLED)
+        return await running
+
+    outcome, starts = asyncio.run(scenario())
+    assert (outcome.state, outcome.exit_code, starts) == (pb.ATTEMPT_STATE_CANCELLED, None, 0)
+    assert work.started_at is None and not work.output_path.exists()
+
+
+def test_an_output_file_that_cannot_be_created_is_a_spawn_failure(tmp_path):
+    work = execution(tmp_path, "true", output_path=tmp_path / "missing" / "out.log")
+    outcome, starts = asyncio.run(run(ProcessRunner(5.0), work))
+    assert (outcome.state, outcome.exit_code, starts) == (pb.ATTEMPT_STATE_SPAWN_FAILED, None, 0)
+    assert "could not start bash" in outcome.detail
