@@ -38,7 +38,7 @@ def load(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> CoordinatorConfig:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="python -m coordinator_svc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="skiplock-coordinator", description=__doc__)
     parser.add_argument(
         "--coordinator_port",
         "--coordinator-port",

@@ -21,7 +21,7 @@ def load(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> SchedulerConfig:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="python -m scheduler_svc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="skiplock-scheduler", description=__doc__)
     parser.add_argument(
         "--scheduler_port",
         "--scheduler-port",

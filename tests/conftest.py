@@ -12,7 +12,7 @@ import pytest
 
 from devtools.embedded_pg import EmbeddedPostgres
 from tests.support import db as dbsupport
-from tests.support.processes import Cluster
+from tests.support.processes import Cluster, Launcher, python_module
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -123,8 +123,8 @@ def cluster_factory(
     request: pytest.FixtureRequest, database_url: str, tmp_path: Path
 ) -> Iterator[ClusterFactory]:
     """make(workers=2, coordinators=1, slots=4, *, start=True, database_url=None, token=None,
-    env=None) -> Cluster. Unstarted with start=False. All are stopped at teardown, and their
-    logs printed if the test failed."""
+    env=None, launcher=python_module) -> Cluster. Unstarted with start=False. All are stopped
+    at teardown, and their logs printed if the test failed."""
     clusters: list[Cluster] = []
 
     def make(
@@ -136,9 +136,12 @@ def cluster_factory(
         database_url: str | None = None,
         token: str | None = None,
         env: Mapping[str, str | None] | None = None,
+        launcher: Launcher = python_module,
     ) -> Cluster:
         log_dir = tmp_path / f"cluster{len(clusters) + 1}"
-        cluster = Cluster(database_url or default_url, log_dir, token=token, env=env)
+        cluster = Cluster(
+            database_url or default_url, log_dir, token=token, env=env, launcher=launcher
+        )
         clusters.append(cluster)
         if start:
             cluster.start(workers=workers, coordinators=coordinators, slots=slots)

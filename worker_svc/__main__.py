@@ -24,7 +24,12 @@ async def main() -> None:
     await serve(config, stop)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `skiplock-worker` command."""
     # uvloop: the gRPC and database round trips cost about a fifth less CPU than on asyncio's
     # default loop.
     uvloop.run(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -77,7 +77,7 @@ def parse_coordinators(value: str) -> tuple[str, ...]:
 
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="python -m worker_svc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="skiplock-worker", description=__doc__)
     parser.add_argument(
         "--worker_port",
         "--worker-port",

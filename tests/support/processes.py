@@ -23,12 +23,19 @@ import psycopg
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
+# A service's argv before its flags, from its module name: `python -m MODULE` by default; an
+# installed package's console scripts instead (tests/test_packaging.py).
+Launcher = Callable[[str], list[str]]
 
 # Configuration the services read from the environment: a test sets what it means explicitly
 # instead of inheriting whatever the developer's shell exports.
 _SCRUBBED_PREFIXES = ("DATABASE_URL", "POSTGRES_", "SKIPLOCK_", "WORKER_")
 
 _handed_out: set[int] = set()
+
+
+def python_module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -240,8 +247,10 @@ class Cluster:
         *,
         token: str | None = None,
         env: Mapping[str, str | None] | None = None,
+        launcher: Launcher = python_module,
     ) -> None:
         self.database_url = database_url
+        self.launcher = launcher
         self.log_dir = log_dir
         self.token = token if token is not None else "test-" + secrets.token_hex(16)
         self.extra_env = dict(env or {})
@@ -450,7 +459,7 @@ class Cluster:
     ) -> ServiceProcess:
         self._serial += 1
         log_path = self.log_dir / f"{self._serial:02d}-{name}.log"
-        return ServiceProcess.python_module(name, module, args, log_path, env).start()
+        return ServiceProcess(name, [*self.launcher(module), *args], log_path, env).start()
 
     @staticmethod
     def _check_alive(proc: ServiceProcess) -> None:

@@ -1,0 +1,1 @@
+"""`skiplock`: the command line for a skiplock scheduler's HTTP API."""

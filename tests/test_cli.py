@@ -1,0 +1,272 @@
+"""The `skiplock` CLI run as a subprocess against a real cluster: exit codes, the API's JSON
+with --json, tables for people, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.support.cli import cli_json, describe, run_cli
+from tests.support.processes import Cluster, free_port, wait_for
+from tests.support.tasks import submit
+
+STATUS_VIEW = {
+    "task_id", "command", "status", "scheduled_at", "picked_at", "started_at", "completed_at",
+    "failed_at", "cancelled_at", "exit_code", "worker_id", "output_path", "attempt", "last_reason",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shared(
+    request: pytest.FixtureRequest,
+    module_database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    """One cluster (a coordinator, the scheduler, two workers) for the module's tests."""
+    cluster = Cluster(module_database_url, tmp_path_factory.mktemp("cli"))
+    failed_before = request.session.testsfailed
+    try:
+        cluster.start(workers=2, slots=4)
+        yield cluster
+    finally:
+        if request.session.testsfailed > failed_before:
+            print(cluster.logs())
+        cluster.stop()
+
+
+@pytest.fixture
+def url(shared: Cluster) -> str:
+    return shared.scheduler_url
+
+
+def task(cluster: Cluster, task_id: str) -> dict[str, Any]:
+    response = cluster.http.get(f"/tasks/{task_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def finished(cluster: Cluster, task_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        current = task(cluster, task_id)
+        return current if current["status"] in ("succeeded", "failed") else None
+
+    found = wait_for(done, timeout=60, message=f"task {task_id} to finish")
+    assert found is not None
+    return found
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def test_submit_wait_exits_with_the_commands_status(url: str) -> None:
+    ok = run_cli("submit", "--wait", "echo fine", url=url)
+    assert ok.returncode == 0, describe(ok)
+    assert "succeeded" in ok.stdout and "exit 0" in ok.stdout, describe(ok)
+
+    failed = run_cli("submit", "--wait", "echo trying; exit 4", url=url)
+    assert failed.returncode == 4, describe(failed)
+    assert "failed" in failed.stdout and "exit 4" in failed.stdout, describe(failed)
+
+
+def test_submit_prints_the_apis_status_view_as_json(shared: Cluster, url: str) -> None:
+    created = cli_json("submit", "echo hello", url=url)
+    assert set(created) == STATUS_VIEW
+    assert created["command"] == "echo hello"
+    finished(shared, created["task_id"])
+
+    # --json after the command works as well as before it.
+    result = run_cli("status", created["task_id"], "--json", url=url)
+    assert result.returncode == 0, describe(result)
+    detail = json.loads(result.stdout)
+    assert detail == task(shared, created["task_id"])
+    assert detail["status"] == "succeeded" and len(detail["attempts"]) == 1
+
+
+def test_submit_in_a_duration_or_at_a_time(shared: Cluster, url: str) -> None:
+    before = datetime.now(UTC)
+    later = cli_json("submit", "--in", "1h30m", "echo later", url=url)
+    scheduled = datetime.fromisoformat(later["scheduled_at"])
+    assert later["status"] == "queued"
+    # Margins for a slow machine and clock reads on two sides; the point is 1h30m, not 1h30s.
+    assert timedelta(minutes=89) < scheduled - before < timedelta(minutes=91)
+
+    at = cli_json("submit", "--at", "2030-01-02T10:00:00+01:00", "echo then", url=url)
+    assert at["scheduled_at"] == "2030-01-02T09:00:00Z"
+    for created in (later, at):
+        assert cli_json("cancel", created["task_id"], url=url)["status"] == "cancelled"
+
+
+def test_submit_passes_timeout_retries_and_backoff(url: str) -> None:
+    args = ["submit", "--wait", "--timeout", "1s", "--retries", "1", "--backoff", "0.2"]
+    result = run_cli("--json", *args, "sleep 30", url=url)
+    assert result.returncode not in (0, 2), describe(result)
+    detail = json.loads(result.stdout)
+    assert detail["timeout_seconds"] == 1 and detail["max_retries"] == 1
+    assert detail["retry_backoff_seconds"] == 0.2
+    assert [a["reason"] for a in detail["attempts"]] == ["timeout", "timeout"]
+
+
+def test_human_output_is_a_summary_and_a_table_of_attempts(shared: Cluster, url: str) -> None:
+    task_id = submit(shared, "echo visible; exit 2")
+    finished(shared, task_id)
+    result = run_cli("status", task_id, url=url)
+    assert result.returncode == 0, describe(result)
+    for text in (task_id, "echo visible; exit 2", "failed", "ATTEMPT", "exit_code", "worker-"):
+        assert text in result.stdout, describe(result)
+
+
+def test_status_watch_prints_each_change_until_the_end(shared: Cluster, url: str) -> None:
+    task_id = submit(shared, "sleep 1")
+    result = run_cli("--json", "status", "--watch", task_id, url=url)
+    assert result.returncode == 0, describe(result)
+    states = [json.loads(line) for line in result.stdout.splitlines()]
+    assert states[-1]["status"] == "succeeded"
+    assert all(state["task_id"] == task_id for state in states)
+    assert len({(s["status"], s["attempt"]) for s in states}) == len(states)
+
+
+def test_cancel_a_running_task_and_not_a_finished_one(shared: Cluster, url: str) -> None:
+    task_id = submit(shared, "sleep 600")
+    wait_for(lambda: task(shared, task_id)["status"] == "running", timeout=30, message="running")
+    result = run_cli("cancel", task_id, url=url)
+    assert result.returncode == 0, describe(result)
+    assert "cancelled" in result.stdout, describe(result)
+
+    done = submit(shared, "true")
+    finished(shared, done)
+    again = run_cli("cancel", done, url=url)
+    assert again.returncode == 1, describe(again)
+    assert again.stderr.strip() == f"skiplock: 409: task {done} already finished as succeeded"
+
+
+def test_retry_a_failed_task_and_wait_for_it(shared: Cluster, url: str) -> None:
+    task_id = submit(shared, "exit 5")
+    finished(shared, task_id)
+    result = run_cli("retry", "--wait", task_id, url=url)
+    assert result.returncode == 5, describe(result)
+    assert task(shared, task_id)["attempt"] == 2
+
+    succeeded = submit(shared, "true")
+    finished(shared, succeeded)
+    refused = run_cli("retry", succeeded, url=url)
+    assert refused.returncode == 1, describe(refused)
+    assert "409: only failed tasks can be retried; task is succeeded" in refused.stderr
+
+
+def test_tasks_ls_filters_by_status(shared: Cluster, url: str) -> None:
+    failed = submit(shared, "exit 9")
+    finished(shared, failed)
+    page = cli_json("tasks", "ls", "--status", "failed", "--limit", "500", url=url)
+    assert page["tasks"] and {t["status"] for t in page["tasks"]} == {"failed"}
+    assert failed in {t["task_id"] for t in page["tasks"]}
+
+    table = run_cli("tasks", "ls", "--status", "failed", url=url)
+    assert table.returncode == 0, describe(table)
+    assert "STATUS" in table.stdout and failed in table.stdout, describe(table)
+
+
+# -- errors and configuration ---------------------------------------------------------------
+
+
+def test_an_unknown_task_prints_the_apis_detail(url: str) -> None:
+    missing = str(uuid.UUID(int=0))
+    result = run_cli("status", missing, url=url)
+    assert result.returncode == 1, describe(result)
+    assert result.stderr == f"skiplock: 404: no task with id {missing}\n"
+    assert result.stdout == ""
+
+    garbled = run_cli("cancel", "nope", url=url)
+    assert garbled.returncode == 1, describe(garbled)
+    assert garbled.stderr == "skiplock: 422: task_id 'nope' is not a UUID\n"
+
+
+def test_validation_errors_name_the_field(url: str) -> None:
+    result = run_cli("schedules", "add", "broken", "not a cron", "true", url=url)
+    assert result.returncode == 1, describe(result)
+    assert result.stderr.startswith("skiplock: 422: cron: "), describe(result)
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_unreachable_scheduler_says_where_and_how_to_start_one() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("status", str(uuid.uuid4()), url=url)
+    assert result.returncode == 1, describe(result)
+    assert url in result.stderr and "make run" in result.stderr, describe(result)
+    assert len(result.stderr.splitlines()) == 1, describe(result)
+
+
+def test_the_url_comes_from_the_environment_unless_given(shared: Cluster, url: str) -> None:
+    task_id = submit(shared, "true")
+    from_env = run_cli("--json", "status", task_id, env={"SKIPLOCK_URL": url})
+    assert from_env.returncode == 0, describe(from_env)
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    overridden = run_cli("status", task_id, url=elsewhere, env={"SKIPLOCK_URL": url})
+    assert overridden.returncode == 1 and elsewhere in overridden.stderr, describe(overridden)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["submit", "--in", "5x", "true"],
+        ["submit", "--in", "5s", "--at", "2030-01-01T00:00:00Z", "true"],
+        ["submit", "--at", "2030-01-01T10:00:00", "true"],
+        ["--url", "ftp://example.invalid", "status", "x"],
+        ["schedules", "add", "n", "* * * * *", "true", "--overlap", "sometimes"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    # Checked before any request: nothing listens at the default URL in the suite.
+    result = run_cli(*args)
+    assert result.returncode == 2, describe(result)
+    assert "Traceback" not in result.stderr
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def test_a_schedule_from_add_to_rm(shared: Cluster, url: str) -> None:
+    name = f"every-second-{uuid.uuid4().hex[:8]}"
+    created = cli_json(
+        "schedules", "add", name, "* * * * * *", "echo tick", "--tz", "Europe/London", url=url
+    )
+    sid = created["id"]
+    assert created["timezone"] == "Europe/London" and created["overlap"] == "skip"
+
+    assert cli_json("schedules", "show", name, url=url)["id"] == sid  # by name
+    assert cli_json("schedules", "show", sid, url=url)["name"] == name  # by id
+    listed = cli_json("schedules", "ls", "--prefix", name, url=url)
+    assert [s["id"] for s in listed["schedules"]] == [sid]
+    preview = cli_json("schedules", "preview", name, "-n", "3", url=url)
+    assert len(preview["fire_times"]) == 3 and preview["timezone"] == "Europe/London"
+
+    def a_started_tick() -> bool:
+        ticks = cli_json("schedules", "ticks", name, url=url)["ticks"]
+        return any(t["outcome"] == "started" for t in ticks)
+
+    wait_for(a_started_tick, timeout=30, interval=0.5, message="a started tick")
+
+    assert cli_json("schedules", "pause", name, url=url)["paused"] is True
+    paused = cli_json("schedules", "ls", "--prefix", name, "--paused", url=url)["schedules"]
+    assert [s["id"] for s in paused] == [sid]
+    assert cli_json("schedules", "ls", "--prefix", name, "--active", url=url)["schedules"] == []
+
+    triggered = run_cli("schedules", "trigger", "--wait", name, url=url)
+    assert triggered.returncode == 0, describe(triggered)
+    assert "succeeded" in triggered.stdout, describe(triggered)
+    assert cli_json("schedules", "resume", sid, url=url)["paused"] is False
+
+    table = run_cli("schedules", "ticks", name, "--limit", "5", url=url)
+    assert table.returncode == 0 and "OUTCOME" in table.stdout, describe(table)
+    assert cli_json("schedules", "rm", name, url=url) == {"id": sid, "deleted": True}
+    gone = run_cli("schedules", "show", name, url=url)
+    assert gone.returncode == 1, describe(gone)
+    assert gone.stderr == f"skiplock: no schedule named {name!r}\n"
+    gone_by_id = run_cli("schedules", "show", sid, url=url)
+    assert gone_by_id.stderr == f"skiplock: 404: no schedule with id {sid}\n"
