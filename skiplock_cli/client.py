@@ -92,9 +92,8 @@ class Api:
             yield
         except httpx.ConnectError as exc:
             raise CliError(
-                f"cannot reach the scheduler at {self.url} ({exc}); start a cluster with "
-                "`make run` (or skiplock-scheduler, -coordinator and -worker), or point --url "
-                "or SKIPLOCK_URL at a running one"
+                f"cannot reach the scheduler at {self.url} ({exc}); start a cluster "
+                "(`make run`) or point --url / SKIPLOCK_URL at one"
             ) from None
         except httpx.TimeoutException:
             raise CliError(f"the scheduler at {self.url} did not answer in time") from None

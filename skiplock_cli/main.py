@@ -37,8 +37,12 @@ app.add_typer(schedules_app, name="schedules")
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print the API's JSON (one document per line) for scripts.")
 ]
-TaskId = Annotated[str, typer.Argument(help="The task's id.", show_default=False)]
-ScheduleRef = Annotated[str, typer.Argument(help="The schedule's id or name.", show_default=False)]
+TaskId = Annotated[
+    str, typer.Argument(metavar="TASK_ID", help="The task's id.", show_default=False)
+]
+ScheduleRef = Annotated[
+    str, typer.Argument(metavar="SCHEDULE", help="The schedule's id or name.", show_default=False)
+]
 
 
 def duration_option(name: str, help: str) -> Any:
@@ -150,7 +154,10 @@ def wait_and_exit(s: Session, task_id: str) -> None:
 def submit(
     ctx: typer.Context,
     command: Annotated[
-        str, typer.Argument(help="The shell command, run as bash -c COMMAND.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="COMMAND", help="The shell command, run as bash -c COMMAND.", show_default=False
+        ),
     ],
     in_: Annotated[
         float | None, duration_option("--in", "Run after this long: 5s, 2m, 1h30m.")
@@ -307,13 +314,20 @@ def schedule_id(s: Session, ref: str) -> str:
 @schedules_app.command("add")
 def schedules_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A unique name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A unique name.", show_default=False)],
     cron: Annotated[
         str,
-        typer.Argument(help="5 fields (6 with seconds), @daily, @every 90s, …", show_default=False),
+        typer.Argument(
+            metavar="CRON",
+            help="5 fields (6 with seconds), @daily, @every 90s, …",
+            show_default=False,
+        ),
     ],
     command: Annotated[
-        str, typer.Argument(help="The shell command each tick runs.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="COMMAND", help="The shell command each tick runs.", show_default=False
+        ),
     ],
     timezone: Annotated[
         str, typer.Option("--timezone", "--tz", help="IANA zone the expression is read in.")

@@ -83,14 +83,15 @@ def task_summary(task: dict[str, Any]) -> Text:
     line.append_text(status_text(task["status"]))
     status = task["status"]
     if status == "queued":
-        line.append(f" for {when(task['scheduled_at'])}")
+        # run_at (task details only) is when it is due now, e.g. after a retry's backoff.
+        line.append(f" for {when(task.get('run_at') or task['scheduled_at'])}")
     elif status in ("dispatched", "running"):
         line.append(f" (attempt {task['attempt']} on {task['worker_id']})")
     else:
         facts = []
         if task.get("exit_code") is not None:
             facts.append(f"exit {task['exit_code']}")
-        if task.get("last_reason") and task["last_reason"] != "exit_code":
+        if task.get("last_reason") not in (None, "exit_code", status):
             facts.append(f"reason {task['last_reason']}")
         took = seconds_between(task.get("started_at"), task.get("completed_at"))
         if took is not None:
@@ -138,13 +139,12 @@ def tasks_table(tasks: Sequence[dict[str, Any]]) -> Table:
             cell(task["task_id"]),
             status_text(task["status"]),
             cell(task["exit_code"]),
-            cell(task["worker_id"]),
             when(task["scheduled_at"]),
             short(task["command"]),
         ]
         for task in tasks
     ]
-    return table(("ID", "STATUS", "EXIT", "WORKER", "SCHEDULED", "COMMAND"), rows)
+    return table(("ID", "STATUS", "EXIT", "SCHEDULED", "COMMAND"), rows)
 
 
 # -- schedules ------------------------------------------------------------------------------
@@ -199,15 +199,14 @@ def fire_times_table(fire_times: Sequence[dict[str, Any]]) -> Table:
 def ticks_table(ticks: Sequence[dict[str, Any]]) -> Table:
     rows = [
         [
-            cell(tick["fire_time"]),
-            cell(tick["fire_time_local"]),
+            when(tick["fire_time"]),
             status_text(tick["outcome"]),
             cell(tick["task_id"]),
             status_text(tick["task_status"]) if tick["task_status"] else cell(None),
         ]
         for tick in ticks
     ]
-    return table(("FIRE TIME (UTC)", "LOCAL", "OUTCOME", "TASK", "TASK STATUS"), rows)
+    return table(("FIRE TIME (UTC)", "OUTCOME", "TASK", "TASK STATUS"), rows)
 
 
 def console_for(stderr: bool = False) -> Console:

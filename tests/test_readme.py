@@ -8,12 +8,15 @@ import ast
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer.main
 
 from coordinator_svc import config as coordinator_config
 from devtools import run as devtools_run
 from scheduler_svc import config as scheduler_config
+from skiplock_cli.main import app as cli_app
 from worker_svc import config as worker_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +30,7 @@ ENV_READERS = (
     "coordinator_svc/config.py",
     "worker_svc/config.py",
     "devtools/run.py",
+    "skiplock_cli/config.py",
     "tests/support/db.py",
 )
 Parse = Callable[[list[str]], object]
@@ -104,3 +108,40 @@ def test_relative_links_point_to_existing_files() -> None:
     assert relative, "expected links to docs/"
     broken = [t for t in relative if not (REPO / t).exists()]
     assert not broken, f"README.md links to missing files: {broken}"
+
+
+def cli_commands() -> dict[str, list[str]]:
+    """Every `skiplock …` command that does something, with its long options (--json aside)."""
+    found: dict[str, list[str]] = {}
+
+    def walk(command: Any, path: str) -> None:
+        subcommands = getattr(command, "commands", {})
+        if not subcommands:
+            options = [
+                name
+                for param in command.params
+                if param.param_type_name == "option"
+                for name in (*param.opts, *param.secondary_opts)
+                if name.startswith("--") and name != "--json"
+            ]
+            found[path] = options
+        for name, sub in subcommands.items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(cli_app), "skiplock")
+    return found
+
+
+def test_every_cli_command_and_option_is_documented() -> None:
+    section = README[README.index("### The `skiplock` CLI") :]
+    section = section[: section.index("\n## ")]
+    commands = cli_commands()
+    assert {"skiplock submit", "skiplock schedules add", "skiplock tasks ls"} <= set(commands)
+    rows = [line for line in section.splitlines() if line.startswith("| `skiplock ")]
+    for command, options in commands.items():
+        (row,) = [r for r in rows if re.match(rf"\| `{re.escape(command)}[ `]", r)] or [""]
+        assert row, f"README.md's CLI table has no row for `{command}`"
+        missing = [o for o in options if f"`{o}" not in row]
+        assert not missing, f"README.md's row for `{command}` does not name {missing}"
+    for option in ("--url", "--token", "--json"):
+        assert f"| `{option}` |" in section
