@@ -165,6 +165,26 @@ def cluster(cluster_factory: ClusterFactory) -> Cluster:
 
 
 @pytest.fixture(scope="module")
+def module_cluster(
+    request: pytest.FixtureRequest,
+    module_database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    """A running cluster (one coordinator, the scheduler, worker-1 and worker-2 with 4 slots
+    each) shared by a module's tests that only submit independent work, on the module's
+    database. Its logs are printed if one of those tests failed."""
+    cluster = Cluster(module_database_url, tmp_path_factory.mktemp("cluster"))
+    failed_before = request.session.testsfailed
+    try:
+        cluster.start(workers=2, slots=4)
+        yield cluster
+    finally:
+        if request.session.testsfailed > failed_before:
+            print(cluster.logs())
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
 def api(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A scheduler alone (no coordinator, so tasks stay queued) for a module's tests, on the
     module's database."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,27 +20,9 @@ STATUS_VIEW = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def shared(
-    request: pytest.FixtureRequest,
-    module_database_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Cluster]:
-    """One cluster (a coordinator, the scheduler, two workers) for the module's tests."""
-    cluster = Cluster(module_database_url, tmp_path_factory.mktemp("cli"))
-    failed_before = request.session.testsfailed
-    try:
-        cluster.start(workers=2, slots=4)
-        yield cluster
-    finally:
-        if request.session.testsfailed > failed_before:
-            print(cluster.logs())
-        cluster.stop()
-
-
 @pytest.fixture
-def url(shared: Cluster) -> str:
-    return shared.scheduler_url
+def url(module_cluster: Cluster) -> str:
+    return module_cluster.scheduler_url
 
 
 def task(cluster: Cluster, task_id: str) -> dict[str, Any]:
@@ -74,21 +55,21 @@ def test_submit_wait_exits_with_the_commands_status(url: str) -> None:
     assert "failed" in failed.stdout and "exit 4" in failed.stdout, describe(failed)
 
 
-def test_submit_prints_the_apis_status_view_as_json(shared: Cluster, url: str) -> None:
+def test_submit_prints_the_apis_status_view_as_json(module_cluster: Cluster, url: str) -> None:
     created = cli_json("submit", "echo hello", url=url)
     assert set(created) == STATUS_VIEW
     assert created["command"] == "echo hello"
-    finished(shared, created["task_id"])
+    finished(module_cluster, created["task_id"])
 
     # --json after the command works as well as before it.
     result = run_cli("status", created["task_id"], "--json", url=url)
     assert result.returncode == 0, describe(result)
     detail = json.loads(result.stdout)
-    assert detail == task(shared, created["task_id"])
+    assert detail == task(module_cluster, created["task_id"])
     assert detail["status"] == "succeeded" and len(detail["attempts"]) == 1
 
 
-def test_submit_in_a_duration_or_at_a_time(shared: Cluster, url: str) -> None:
+def test_submit_in_a_duration_or_at_a_time(module_cluster: Cluster, url: str) -> None:
     before = datetime.now(UTC)
     later = cli_json("submit", "--in", "1h30m", "echo later", url=url)
     scheduled = datetime.fromisoformat(later["scheduled_at"])
@@ -112,17 +93,19 @@ def test_submit_passes_timeout_retries_and_backoff(url: str) -> None:
     assert [a["reason"] for a in detail["attempts"]] == ["timeout", "timeout"]
 
 
-def test_human_output_is_a_summary_and_a_table_of_attempts(shared: Cluster, url: str) -> None:
-    task_id = submit(shared, "echo visible; exit 2")
-    finished(shared, task_id)
+def test_human_output_is_a_summary_and_a_table_of_attempts(
+    module_cluster: Cluster, url: str
+) -> None:
+    task_id = submit(module_cluster, "echo visible; exit 2")
+    finished(module_cluster, task_id)
     result = run_cli("status", task_id, url=url)
     assert result.returncode == 0, describe(result)
     for text in (task_id, "echo visible; exit 2", "failed", "ATTEMPT", "exit_code", "worker-"):
         assert text in result.stdout, describe(result)
 
 
-def test_status_watch_prints_each_change_until_the_end(shared: Cluster, url: str) -> None:
-    task_id = submit(shared, "sleep 1")
+def test_status_watch_prints_each_change_until_the_end(module_cluster: Cluster, url: str) -> None:
+    task_id = submit(module_cluster, "sleep 1")
     result = run_cli("--json", "status", "--watch", task_id, url=url)
     assert result.returncode == 0, describe(result)
     states = [json.loads(line) for line in result.stdout.splitlines()]
@@ -131,37 +114,39 @@ def test_status_watch_prints_each_change_until_the_end(shared: Cluster, url: str
     assert len({(s["status"], s["attempt"]) for s in states}) == len(states)
 
 
-def test_cancel_a_running_task_and_not_a_finished_one(shared: Cluster, url: str) -> None:
-    task_id = submit(shared, "sleep 600")
-    wait_for(lambda: task(shared, task_id)["status"] == "running", timeout=30, message="running")
+def test_cancel_a_running_task_and_not_a_finished_one(module_cluster: Cluster, url: str) -> None:
+    task_id = submit(module_cluster, "sleep 600")
+    wait_for(
+        lambda: task(module_cluster, task_id)["status"] == "running", timeout=30, message="running"
+    )
     result = run_cli("cancel", task_id, url=url)
     assert result.returncode == 0, describe(result)
     assert "cancelled" in result.stdout, describe(result)
 
-    done = submit(shared, "true")
-    finished(shared, done)
+    done = submit(module_cluster, "true")
+    finished(module_cluster, done)
     again = run_cli("cancel", done, url=url)
     assert again.returncode == 1, describe(again)
     assert again.stderr.strip() == f"skiplock: 409: task {done} already finished as succeeded"
 
 
-def test_retry_a_failed_task_and_wait_for_it(shared: Cluster, url: str) -> None:
-    task_id = submit(shared, "exit 5")
-    finished(shared, task_id)
+def test_retry_a_failed_task_and_wait_for_it(module_cluster: Cluster, url: str) -> None:
+    task_id = submit(module_cluster, "exit 5")
+    finished(module_cluster, task_id)
     result = run_cli("retry", "--wait", task_id, url=url)
     assert result.returncode == 5, describe(result)
-    assert task(shared, task_id)["attempt"] == 2
+    assert task(module_cluster, task_id)["attempt"] == 2
 
-    succeeded = submit(shared, "true")
-    finished(shared, succeeded)
+    succeeded = submit(module_cluster, "true")
+    finished(module_cluster, succeeded)
     refused = run_cli("retry", succeeded, url=url)
     assert refused.returncode == 1, describe(refused)
     assert "409: only failed tasks can be retried; task is succeeded" in refused.stderr
 
 
-def test_tasks_ls_filters_by_status(shared: Cluster, url: str) -> None:
-    failed = submit(shared, "exit 9")
-    finished(shared, failed)
+def test_tasks_ls_filters_by_status(module_cluster: Cluster, url: str) -> None:
+    failed = submit(module_cluster, "exit 9")
+    finished(module_cluster, failed)
     page = cli_json("tasks", "ls", "--status", "failed", "--limit", "500", url=url)
     assert page["tasks"] and {t["status"] for t in page["tasks"]} == {"failed"}
     assert failed in {t["task_id"] for t in page["tasks"]}
@@ -201,8 +186,8 @@ def test_an_unreachable_scheduler_says_where_and_how_to_start_one() -> None:
     assert len(result.stderr.splitlines()) == 1, describe(result)
 
 
-def test_the_url_comes_from_the_environment_unless_given(shared: Cluster, url: str) -> None:
-    task_id = submit(shared, "true")
+def test_the_url_comes_from_the_environment_unless_given(module_cluster: Cluster, url: str) -> None:
+    task_id = submit(module_cluster, "true")
     from_env = run_cli("--json", "status", task_id, env={"SKIPLOCK_URL": url})
     assert from_env.returncode == 0, describe(from_env)
     elsewhere = f"http://127.0.0.1:{free_port()}"
@@ -231,7 +216,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 # -- schedules ------------------------------------------------------------------------------
 
 
-def test_a_schedule_from_add_to_rm(shared: Cluster, url: str) -> None:
+def test_a_schedule_from_add_to_rm(module_cluster: Cluster, url: str) -> None:
     name = f"every-second-{uuid.uuid4().hex[:8]}"
     created = cli_json(
         "schedules", "add", name, "* * * * * *", "echo tick", "--tz", "Europe/London", url=url

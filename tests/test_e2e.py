@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,10 @@ VERY_LATE = timedelta(seconds=5)
 
 
 @pytest.fixture(scope="module")
-def shared(
-    request: pytest.FixtureRequest,
-    module_database_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Cluster]:
+def shared(module_cluster: Cluster) -> Cluster:
     """One cluster (coordinator, scheduler, worker-1 and worker-2 with 4 slots each)."""
-    cluster = Cluster(module_database_url, tmp_path_factory.mktemp("e2e"))
-    failed_before = request.session.testsfailed
-    try:
-        cluster.start(workers=2, slots=4)
-        wait_registered(cluster, ["worker-1", "worker-2"])
-        yield cluster
-    finally:
-        if request.session.testsfailed > failed_before:
-            print(cluster.logs())
-        cluster.stop()
+    wait_registered(module_cluster, ["worker-1", "worker-2"])
+    return module_cluster
 
 
 def connect(cluster: Cluster) -> psycopg.Connection[Any]:
