@@ -93,7 +93,7 @@ class CronSpec:
 def parse(expression: str, timezone: str = "UTC", *, now: datetime | None = None) -> CronSpec:
     """Validate an expression and zone; `now` (default: the clock) anchors the can-it-fire check."""
     text = expression.strip()
-    zone = _load_zone(timezone)
+    zone = load_zone(timezone)
     if not text:
         raise CronError("cron expression is empty")
     if _EVERY_RE.fullmatch(text):
@@ -166,12 +166,15 @@ def fire_times_between(
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _load_zone(name: str) -> ZoneInfo:
+def load_zone(name: str) -> ZoneInfo:
+    """The IANA zone of that name, or a CronError saying it is unknown."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # ValueError/OSError cover keys that are not zone names at all (paths, empty strings).
-        raise CronError(f"unknown time zone '{name}'") from None
+        raise CronError(
+            f"unknown time zone {name[:64]!r}; use an IANA name like 'Europe/London'"
+        ) from None
 
 
 def _parse_every(text: str) -> int:

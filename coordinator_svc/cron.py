@@ -30,11 +30,11 @@ from psycopg_pool import AsyncConnectionPool
 from common.cronspec import CronError, CronSpec, iter_fire_times, parse
 from common.loops import wait_any
 from coordinator_svc.config import CoordinatorConfig
-from coordinator_svc.dispatcher import DB_ERRORS
 from coordinator_svc.wakeups import Wakeups
-from store import queries
-from store.db import in_transaction
+from store import schedules
+from store.db import DB_ERRORS, in_transaction
 from store.models import DueSchedule
+from store.wakeups import Topic, notify_wakeup
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ class PassResult:
     full: bool = False  # a whole batch was claimed: more may be due right now
 
     @property
-    def topics(self) -> list[str]:
+    def topics(self) -> list[Topic]:
         """What the pass gave other loops to do: runs to dispatch, runs to stop."""
         wanted = {
-            queries.TOPIC_TASKS: self.outcomes["started"] + self.outcomes["cancelled_previous"],
-            queries.TOPIC_STOPS: self.outcomes["cancelled_previous"],
+            Topic.TASKS: self.outcomes["started"] + self.outcomes["cancelled_previous"],
+            Topic.STOPS: self.outcomes["cancelled_previous"],
         }
         return [topic for topic, count in wanted.items() if count]
 
@@ -130,7 +130,7 @@ async def fire_due(
     conn: psycopg.AsyncConnection[Any], now: datetime | None = None, batch: int = BATCH
 ) -> PassResult:
     """One pass in the caller's transaction; `now` None means the database clock."""
-    due = await queries.claim_due_schedules(conn, now, batch)
+    due = await schedules.claim_due_schedules(conn, now, batch)
     result = PassResult(claimed=len(due), full=len(due) == batch)
     if not due:
         return result
@@ -149,15 +149,15 @@ async def fire_due(
     overlap = {s.id: s.overlap for s in due}
     for ticks in rounds_of(plans):
         to_cancel = [t[0] for t in ticks if t[2] == "run" and overlap[t[0]] == "cancel_previous"]
-        cancelled = await queries.cancel_unfinished_runs(conn, to_cancel) if to_cancel else []
+        cancelled = await schedules.cancel_unfinished_runs(conn, to_cancel) if to_cancel else []
         result.outcomes.update(
-            await queries.record_ticks(
+            await schedules.record_ticks(
                 conn, ticks, sorted({run.schedule_id for run in cancelled}), due[0].now
             )
         )
-    await queries.advance_schedules(conn, next_fire_at)
+    await schedules.advance_schedules(conn, next_fire_at)
     if result.topics:  # other coordinators' dispatchers and stop loops
-        await queries.notify_wakeup(conn, *result.topics)
+        await notify_wakeup(conn, *result.topics)
     return result
 
 
@@ -181,5 +181,5 @@ async def cron_loop(
 
 async def next_fire_delay(pool: AsyncConnectionPool, cap: float) -> float:
     async with pool.connection() as conn:
-        seconds = await queries.seconds_until_next_fire(conn)
+        seconds = await schedules.seconds_until_next_fire(conn)
     return cap if seconds is None else min(max(seconds, 0.0), cap)

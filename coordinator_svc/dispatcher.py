@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from common.grpc_auth import call_metadata
 from common.loops import Pacer, wait_any
@@ -17,13 +17,13 @@ from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.wakeups import Wakeups
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
-from store import queries
-from store.db import in_transaction
+from store import dispatch
+from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd, Claim, ClaimedAttempt, StopRequest
+from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (psycopg.Error, PoolTimeout)
 # At most one claim per this many seconds: under load each claim fills every slot freed since
 # the last one, in one statement and one call per worker.
 CLAIM_INTERVAL = 0.005
@@ -86,7 +86,7 @@ class Dispatcher:
         """Claim and hand over one batch; return how long to wait before the next one."""
 
         async def claim(conn: psycopg.AsyncConnection[Any]) -> Claim:
-            return await queries.claim_for_free_slots(conn, self.config.lost_after, self.rotation)
+            return await dispatch.claim_for_free_slots(conn, self.config.lost_after, self.rotation)
 
         # One statement, so no transaction around it: one round trip per batch.
         claim_ = await in_transaction(self.pool, claim, atomic=False)
@@ -121,10 +121,10 @@ class Dispatcher:
                 log.warning("no answer from %s for %d attempt(s): %s", worker_id, len(attempts),
                             detail)
                 return
-            refused = [(a, "worker_unreachable", detail) for a in attempts]
+            refused = [(a, EndReason.WORKER_UNREACHABLE, detail) for a in attempts]
         else:
             refused = [
-                (a, "worker_refused", result.reason)
+                (a, EndReason.WORKER_REFUSED, result.reason)
                 for a, result in zip(attempts, response.results, strict=False)
                 if not result.accepted
             ]
@@ -135,9 +135,8 @@ class Dispatcher:
             AttemptEnd(
                 attempt.task_id,
                 attempt.attempt,
-                "failed",
+                AttemptStatus.FAILED,
                 reason,
-                consumes_retry=False,
                 worker_id=worker_id,
                 detail=detail,
             )
@@ -164,7 +163,7 @@ class Dispatcher:
         while True:
             try:
                 await in_transaction(
-                    self.pool, lambda conn: queries.end_attempts(conn, ends), atomic=False
+                    self.pool, lambda conn: dispatch.end_attempts(conn, ends), atomic=False
                 )
                 return
             except DB_ERRORS as exc:
@@ -183,7 +182,7 @@ class Dispatcher:
             self.wakeups.stops.clear()
             try:
                 requests = await in_transaction(
-                    self.pool, lambda conn: queries.take_pending_stops(conn, 5.0, 100)
+                    self.pool, lambda conn: dispatch.take_pending_stops(conn, 5.0, 100)
                 )
             except DB_ERRORS as exc:
                 log.warning("could not read pending cancellations (%s)", exc)

@@ -10,10 +10,11 @@ import psycopg
 
 from common.loops import sleep_or_stop
 from coordinator_svc.config import CoordinatorConfig
-from coordinator_svc.dispatcher import DB_ERRORS, Dispatcher
-from store import queries
-from store.db import in_transaction
+from coordinator_svc.dispatcher import Dispatcher
+from store import dispatch
+from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd, AttemptKey
+from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,16 @@ async def reap_once(
 
     async def find(conn: psycopg.AsyncConnection[Any]) -> list[AttemptKey]:
         if hearing is None or hearing.contact(asyncio.get_running_loop().time()):
-            lost = await queries.declare_lost_workers(conn, config.lost_after)
+            lost = await dispatch.declare_lost_workers(conn, config.lost_after)
             if lost:
                 log.warning("declared lost (no heartbeat for %.0fs): %s", config.lost_after, lost)
-        return await queries.open_attempts_of_lost_workers(conn, 500)
+        return await dispatch.open_attempts_of_lost_workers(conn, 500)
 
     keys = await in_transaction(dispatcher.pool, find)
     if keys:
         await dispatcher.end_with_retry(
             [
-                AttemptEnd(k.task_id, k.attempt, "failed", "worker_lost", consumes_retry=True)
+                AttemptEnd(k.task_id, k.attempt, AttemptStatus.FAILED, EndReason.WORKER_LOST)
                 for k in keys
             ]
         )

@@ -11,19 +11,20 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from proto import skiplock_pb2 as pb
-from store import queries
+from store import dispatch
 from store.models import AttemptEnd, AttemptKey, AttemptStart
+from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
 
-# How each terminal worker state ends an attempt: (attempt status, reason, uses up a retry).
-TERMINAL_STATES: dict[int, tuple[str, str | None, bool]] = {
-    pb.ATTEMPT_STATE_SUCCEEDED: ("succeeded", None, False),
-    pb.ATTEMPT_STATE_FAILED: ("failed", "exit_code", True),
-    pb.ATTEMPT_STATE_TIMED_OUT: ("failed", "timeout", True),
-    pb.ATTEMPT_STATE_CANCELLED: ("cancelled", "cancelled", False),
-    pb.ATTEMPT_STATE_SHUTDOWN: ("failed", "worker_shutdown", True),
-    pb.ATTEMPT_STATE_SPAWN_FAILED: ("failed", "spawn_failed", True),
+# How each terminal worker state ends an attempt: (attempt status, reason).
+TERMINAL_STATES: dict[int, tuple[AttemptStatus, EndReason | None]] = {
+    pb.ATTEMPT_STATE_SUCCEEDED: (AttemptStatus.SUCCEEDED, None),
+    pb.ATTEMPT_STATE_FAILED: (AttemptStatus.FAILED, EndReason.EXIT_CODE),
+    pb.ATTEMPT_STATE_TIMED_OUT: (AttemptStatus.FAILED, EndReason.TIMEOUT),
+    pb.ATTEMPT_STATE_CANCELLED: (AttemptStatus.CANCELLED, EndReason.CANCELLED),
+    pb.ATTEMPT_STATE_SHUTDOWN: (AttemptStatus.FAILED, EndReason.WORKER_SHUTDOWN),
+    pb.ATTEMPT_STATE_SPAWN_FAILED: (AttemptStatus.FAILED, EndReason.SPAWN_FAILED),
 }
 
 
@@ -50,13 +51,12 @@ def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | No
     mapped = TERMINAL_STATES.get(report.state)
     if mapped is None:
         return None
-    status, reason, consumes_retry = mapped
+    status, reason = mapped
     return AttemptEnd(
         task_id=key.task_id,
         attempt=key.attempt,
         status=status,
         reason=reason,
-        consumes_retry=consumes_retry,
         worker_id=report.worker_id,
         exit_code=report.exit_code if report.HasField("exit_code") else None,
         started_at=to_datetime(report.started_at, report.HasField("started_at")),
@@ -95,8 +95,8 @@ async def record_reports(
             stale.append(report.ref)
             continue
         refs[key] = report.ref
-    kept = await queries.mark_attempts_running(conn, list(starts.values()))
-    ended = await queries.end_attempts(conn, list(ends.values()))
+    kept = await dispatch.mark_attempts_running(conn, list(starts.values()))
+    ended = await dispatch.end_attempts(conn, list(ends.values()))
     stale += [
         refs[key]
         for key in starts.keys() | ends.keys()
@@ -109,20 +109,25 @@ async def record_heartbeat(
     conn: AsyncConnection[Any], request: pb.HeartbeatRequest, handover_grace: float
 ) -> HeartbeatOutcome:
     """Refresh the worker and reconcile what it holds with what the database says is its own."""
-    await queries.upsert_worker(
+    await dispatch.upsert_worker(
         conn, request.worker_id, request.address, request.slots, request.draining
     )
     held = [k for k in (attempt_key(ref) for ref in request.held) if k is not None]
-    revoked = await queries.revoked_attempts(conn, request.worker_id, held)
-    vanished = await queries.vanished_attempts(conn, request.worker_id, held, handover_grace)
-    # Never received (coordinator died mid hand-over): free retry. Lost while running (the
-    # worker restarted): it may have had effects, so it uses up a retry.
-    await queries.end_attempts(
+    revoked = await dispatch.revoked_attempts(conn, request.worker_id, held)
+    vanished = await dispatch.vanished_attempts(conn, request.worker_id, held, handover_grace)
+    # Never received (coordinator died mid hand-over), or lost while running (the worker
+    # restarted).
+    await dispatch.end_attempts(
         conn,
         [
-            AttemptEnd(key.task_id, key.attempt, "failed", "dispatch_lost", consumes_retry=False)
-            if status == "dispatched"
-            else AttemptEnd(key.task_id, key.attempt, "failed", "worker_lost", consumes_retry=True)
+            AttemptEnd(
+                key.task_id,
+                key.attempt,
+                AttemptStatus.FAILED,
+                EndReason.DISPATCH_LOST
+                if status == AttemptStatus.DISPATCHED
+                else EndReason.WORKER_LOST,
+            )
             for key, status in vanished
         ],
     )

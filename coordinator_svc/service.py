@@ -11,16 +11,17 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from common.grpc_auth import server_interceptors
+from common.limits import is_wildcard_host
 from common.loops import supervise
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.cron import cron_loop
-from coordinator_svc.dispatcher import DB_ERRORS, Dispatcher
+from coordinator_svc.dispatcher import Dispatcher
 from coordinator_svc.recovery import reaper_loop
 from coordinator_svc.reports import record_heartbeat, record_reports
 from coordinator_svc.wakeups import Wakeups, listen_loop
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
-from store.db import in_transaction, make_pool
+from store.db import DB_ERRORS, in_transaction, make_pool
 from store.migrate import migrate_until_done
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def heartbeat_problem(request: pb.HeartbeatRequest) -> str:
     if not 1 <= len(request.worker_id) <= 200:
         return "worker_id must be 1-200 characters"
     host, sep, port = request.address.rpartition(":")
-    if not sep or not port.isdigit() or host in ("", "0.0.0.0", "[::]", "::"):
+    if not sep or not port.isdigit() or is_wildcard_host(host):
         return f"address {request.address!r} is not a reachable host:port"
     if not 0 <= request.slots <= 10_000:
         return "slots must be 0-10000"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from common.loops import sleep_or_stop
-from store import queries
+from store.wakeups import Topic, listen_wakeup
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,12 @@ class Wakeups:
 
     def on(self, topic: str) -> None:
         """Wake the loop a notification is about; any other payload wakes them all."""
-        event = {
-            queries.TOPIC_TASKS: self.dispatch,
-            queries.TOPIC_STOPS: self.stops,
-            queries.TOPIC_SCHEDULES: self.cron,
-        }.get(topic)
+        events: dict[str, asyncio.Event] = {
+            Topic.TASKS: self.dispatch,
+            Topic.STOPS: self.stops,
+            Topic.SCHEDULES: self.cron,
+        }
+        event = events.get(topic)
         if event is None:
             self.all()
         else:
@@ -50,7 +51,7 @@ async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) 
                 database_url, autocommit=True, connect_timeout=5
             )
             async with conn:
-                await queries.listen_wakeup(conn)
+                await listen_wakeup(conn)
                 wakeups.all()  # anything may have happened while we were not listening
                 backoff = 0.5
                 while not stop.is_set():

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from common.limits import MAX_COMMAND_BYTES
 from store.models import AttemptRow, TaskRow
 
-MAX_COMMAND_BYTES = 65536
 # Nothing is scheduled further ahead than this; a larger value is a mistake, not a plan.
 MAX_HORIZON_SECONDS = 10 * 366 * 86400
 MAX_TIMEOUT_SECONDS = 31 * 86400

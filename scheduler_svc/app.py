@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
@@ -24,15 +24,16 @@ from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.deps import inserter_of, parse_uuid, pool_of
 from scheduler_svc.inserts import TaskInserter
 from scheduler_svc.schedules import router as schedules_router
-from store import migrate, queries
+from store import migrate, tasks
 from store.db import in_transaction, make_pool
 from store.models import NewTask, TaskRow
+from store.vocabulary import TaskStatus
+from store.wakeups import Topic, notify_wakeup
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_PAGE = 500
-TaskStatus = Literal["queued", "dispatched", "running", "succeeded", "failed", "cancelled"]
 IDEMPOTENCY_KEY_MAX = 255
 
 router = APIRouter()
@@ -80,11 +81,11 @@ async def schedule_task(
         return JSONResponse(task_status_view(created_task), status_code=201)
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[TaskRow | None, bool]:
-        created = await queries.insert_task(conn, uuid.uuid4(), new)
+        created = await tasks.insert_task(conn, uuid.uuid4(), new)
         if created is not None:
-            await queries.notify_wakeup(conn, queries.TOPIC_TASKS)
+            await notify_wakeup(conn, Topic.TASKS)
             return created, True
-        return await queries.get_task_by_idempotency_key(conn, key), False
+        return await tasks.get_task_by_idempotency_key(conn, key), False
 
     task, created = await in_transaction(pool_of(request), insert)
     if task is None:  # the key's task was deleted between the two statements
@@ -96,7 +97,7 @@ async def schedule_task(
 
 async def load_task(request: Request, task_id: uuid.UUID) -> TaskRow:
     async with pool_of(request).connection() as conn:
-        task = await queries.get_task(conn, task_id)
+        task = await tasks.get_task(conn, task_id)
     if task is None:
         raise HTTPException(404, f"no task with id {task_id}")
     return task
@@ -121,12 +122,12 @@ async def list_tasks(
     async with pool_of(request).connection() as conn:
         if task_ids:
             ids = [parse_task_id(raw) for raw in task_ids]
-            return {"tasks": [task_status_view(t) for t in await queries.get_tasks(conn, ids)]}
+            return {"tasks": [task_status_view(t) for t in await tasks.get_tasks(conn, ids)]}
         cursor = parse_uuid(before, "before") if before is not None else None
-        tasks = await queries.list_tasks(conn, status, cursor, limit)
+        page = await tasks.list_tasks(conn, status, cursor, limit)
     return {
-        "tasks": [task_status_view(t) for t in tasks],
-        "next_cursor": str(tasks[-1].id) if len(tasks) == limit else None,
+        "tasks": [task_status_view(t) for t in page],
+        "next_cursor": str(page[-1].id) if len(page) == limit else None,
     }
 
 
@@ -135,8 +136,8 @@ async def task_detail(request: Request, task_id: str) -> dict[str, Any]:
     """One task with every attempt made to run it."""
     tid = parse_task_id(task_id)
     async with pool_of(request).connection() as conn:
-        task = await queries.get_task(conn, tid)
-        attempts = await queries.list_attempts(conn, tid) if task else []
+        task = await tasks.get_task(conn, tid)
+        attempts = await tasks.list_attempts(conn, tid) if task else []
     if task is None:
         raise HTTPException(404, f"no task with id {tid}")
     return task_detail_view(task, attempts)
@@ -148,17 +149,17 @@ async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
     tid = parse_task_id(task_id)
 
     async def cancel(conn: psycopg.AsyncConnection[Any]) -> TaskRow | None:
-        current = await queries.lock_task(conn, tid)
-        if current is None or current.status in ("succeeded", "failed", "cancelled"):
+        current = await tasks.lock_task(conn, tid)
+        if current is None or TaskStatus(current.status).finished:
             return current
-        cancelled = await queries.cancel_task(conn, tid)
-        await queries.notify_wakeup(conn, queries.TOPIC_STOPS)
+        cancelled = await tasks.cancel_task(conn, tid)
+        await notify_wakeup(conn, Topic.STOPS)
         return cancelled
 
     task = await in_transaction(pool_of(request), cancel)
     if task is None:
         raise HTTPException(404, f"no task with id {tid}")
-    if task.status in ("succeeded", "failed"):
+    if task.status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED):
         raise HTTPException(409, f"task {tid} already finished as {task.status}")
     return await task_detail(request, task_id)
 
@@ -169,9 +170,9 @@ async def retry_task(request: Request, task_id: str) -> dict[str, Any]:
     tid = parse_task_id(task_id)
 
     async def requeue(conn: psycopg.AsyncConnection[Any]) -> TaskRow | None:
-        task = await queries.requeue_failed_task(conn, tid)
+        task = await tasks.requeue_failed_task(conn, tid)
         if task is not None:
-            await queries.notify_wakeup(conn, queries.TOPIC_TASKS)
+            await notify_wakeup(conn, Topic.TASKS)
         return task
 
     try:
@@ -196,7 +197,7 @@ async def readyz(request: Request) -> JSONResponse:
     """The database answers and its schema is the one this code queries."""
     try:
         async with pool_of(request).connection(timeout=2) as conn:
-            version = await queries.schema_version(conn)
+            version = await migrate.schema_version(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         return JSONResponse({"status": "unavailable", "detail": f"database: {exc}"[:300]}, 503)
     expected = migrate.latest_version()

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from store import queries
+from store import tasks
 from store.db import in_transaction
 from store.models import NewTask, TaskRow
 
@@ -55,7 +55,7 @@ class TaskInserter:
         new = [(task_id, task) for task_id, task, _ in batch]
 
         async def insert(conn: psycopg.AsyncConnection[Any]) -> list[TaskRow]:
-            return await queries.insert_tasks(conn, new)
+            return await tasks.insert_tasks(conn, new)
 
         try:
             rows = await in_transaction(self._pool, insert, atomic=False)

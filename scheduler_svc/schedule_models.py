@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
+from common.cronspec import load_zone
 from scheduler_svc.api_models import Backoff, Command, Retries, TimeoutSeconds, rfc3339
 from store.models import ScheduleRow, TickRow
+from store.vocabulary import OverlapPolicy
 
 MAX_NAME_CHARS = 200
 MAX_CRON_CHARS = 200
@@ -33,13 +35,7 @@ def check_no_nul(value: str) -> str:
 
 
 def check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        # ValueError/OSError: keys that are not zone names at all (paths, empty strings).
-        raise ValueError(
-            f"unknown time zone {value[:64]!r}; use an IANA name like 'Europe/London'"
-        ) from None
+    load_zone(value)  # a CronError (a ValueError) names an unknown zone
     return value
 
 
@@ -48,7 +44,8 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS), AfterValid
 NameQuery = Annotated[str, AfterValidator(check_no_nul)]
 Cron = Annotated[str, Field(min_length=1, max_length=MAX_CRON_CHARS)]
 Timezone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_timezone)]
-Overlap = Literal["allow", "skip", "cancel_previous"]
+# Not strict: JSON carries the policy as a string.
+Overlap = Annotated[OverlapPolicy, Strict(False)]
 CatchupWindow = Annotated[int, Field(ge=1, le=MAX_CATCHUP_WINDOW_SECONDS)]
 Jitter = Annotated[float, Field(ge=0, le=MAX_JITTER_SECONDS, allow_inf_nan=False)]
 
@@ -62,7 +59,7 @@ class ScheduleCreate(BaseModel):
     cron: Cron
     command: Command
     timezone: Timezone = "UTC"
-    overlap: Overlap = "skip"
+    overlap: Overlap = OverlapPolicy.SKIP
     catchup_window_seconds: CatchupWindow = 60
     timeout_seconds: TimeoutSeconds | None = None
     max_retries: Retries = 0

@@ -26,9 +26,11 @@ from scheduler_svc.schedule_models import (
     schedule_view,
     tick_view,
 )
-from store import queries
+from store import schedules
 from store.db import in_transaction
 from store.models import ScheduleRow, ScheduleSettings, TaskRow
+from store.vocabulary import OverlapPolicy
+from store.wakeups import Topic, notify_wakeup
 
 router = APIRouter()
 
@@ -64,7 +66,7 @@ def not_found(schedule_id: uuid.UUID) -> HTTPException:
 
 
 async def view_now(conn: Conn, row: ScheduleRow) -> dict[str, Any]:
-    return schedule_view(row, upcoming(row, await queries.database_now(conn), UPCOMING))
+    return schedule_view(row, upcoming(row, await schedules.database_now(conn), UPCOMING))
 
 
 @router.post("/schedules", status_code=201)
@@ -74,12 +76,12 @@ async def create_schedule(body: ScheduleCreate, request: Request) -> JSONRespons
     settings = ScheduleSettings(**(body.model_dump() | {"cron": spec.expression}))
 
     async def create(conn: Conn) -> dict[str, Any] | None:
-        at = await queries.database_now(conn)
+        at = await schedules.database_now(conn)
         fires = fire_times(spec, at, at, UPCOMING)
-        row = await queries.insert_schedule(conn, uuid.uuid4(), settings, at, fires[0])
+        row = await schedules.insert_schedule(conn, uuid.uuid4(), settings, at, fires[0])
         if row is None:
             return None
-        await queries.notify_wakeup(conn, queries.TOPIC_SCHEDULES)
+        await notify_wakeup(conn, Topic.SCHEDULES)
         return schedule_view(row, fires)
 
     view = await in_transaction(pool_of(request), create)
@@ -98,8 +100,8 @@ async def list_schedules(
 ) -> dict[str, Any]:
     """Schedules in name order; pass next_cursor back as cursor for the next page."""
     async with pool_of(request).connection() as conn:
-        rows = await queries.list_schedules(conn, name_prefix, paused, cursor, limit)
-        now = await queries.database_now(conn)
+        rows = await schedules.list_schedules(conn, name_prefix, paused, cursor, limit)
+        now = await schedules.database_now(conn)
     return {
         "schedules": [schedule_view(r, upcoming(r, now, UPCOMING)) for r in rows],
         "next_cursor": rows[-1].name if len(rows) == limit else None,
@@ -111,7 +113,7 @@ async def get_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
     """One schedule with its next fire times."""
     sid = parse_schedule_id(schedule_id)
     async with pool_of(request).connection() as conn:
-        row = await queries.get_schedule(conn, sid)
+        row = await schedules.get_schedule(conn, sid)
         if row is None:
             raise not_found(sid)
         return await view_now(conn, row)
@@ -126,7 +128,7 @@ async def patch_schedule(request: Request, schedule_id: str, body: SchedulePatch
         raise HTTPException(422, f"these fields cannot be null: {', '.join(nulls)}")
 
     async def patch(conn: Conn) -> dict[str, Any]:
-        current = await queries.lock_schedule(conn, sid)
+        current = await schedules.lock_schedule(conn, sid)
         if current is None:
             raise not_found(sid)
         fields = [f.name for f in dataclasses.fields(ScheduleSettings)]
@@ -134,14 +136,14 @@ async def patch_schedule(request: Request, schedule_id: str, body: SchedulePatch
         merged |= body.model_dump(include=body.model_fields_set)
         spec = cron_spec(merged["cron"], merged["timezone"])
         settings = ScheduleSettings(**(merged | {"cron": spec.expression}))
-        at = await queries.database_now(conn)
+        at = await schedules.database_now(conn)
         anchor_at = at if settings.cron != current.cron else current.anchor_at
         next_fire_at = current.next_fire_at
         if settings.cron != current.cron or settings.timezone != current.timezone:
             next_fire_at = next_fire(spec, at, anchor_at)
-        row = await queries.update_schedule(conn, sid, settings, at, anchor_at, next_fire_at)
+        row = await schedules.update_schedule(conn, sid, settings, at, anchor_at, next_fire_at)
         assert row is not None  # locked above
-        await queries.notify_wakeup(conn, queries.TOPIC_SCHEDULES)
+        await notify_wakeup(conn, Topic.SCHEDULES)
         return schedule_view(row, fire_times(spec, at, anchor_at, UPCOMING))
 
     try:
@@ -155,7 +157,7 @@ async def delete_schedule(request: Request, schedule_id: str) -> Response:
     """Stop the schedule for good. Runs already started keep running."""
     sid = parse_schedule_id(schedule_id)
     deleted = await in_transaction(
-        pool_of(request), lambda conn: queries.delete_schedule(conn, sid)
+        pool_of(request), lambda conn: schedules.delete_schedule(conn, sid)
     )
     if not deleted:
         raise not_found(sid)
@@ -166,10 +168,10 @@ async def set_paused(request: Request, schedule_id: str, paused: bool) -> dict[s
     sid = parse_schedule_id(schedule_id)
 
     async def change(conn: Conn) -> dict[str, Any]:
-        row = await queries.set_schedule_paused(conn, sid, paused)
+        row = await schedules.set_schedule_paused(conn, sid, paused)
         if row is None:
             raise not_found(sid)
-        await queries.notify_wakeup(conn, queries.TOPIC_SCHEDULES)
+        await notify_wakeup(conn, Topic.SCHEDULES)
         return await view_now(conn, row)
 
     return await in_transaction(pool_of(request), change)
@@ -193,24 +195,24 @@ async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
     sid = parse_schedule_id(schedule_id)
 
     async def trigger(conn: Conn) -> tuple[TaskRow, list[str]]:
-        schedule = await queries.lock_schedule(conn, sid)
+        schedule = await schedules.lock_schedule(conn, sid)
         if schedule is None:
             raise not_found(sid)
         cancelled = []
-        if schedule.overlap == "skip":
-            unfinished = await queries.lock_unfinished_runs(conn, [sid])
+        if schedule.overlap == OverlapPolicy.SKIP:
+            unfinished = await schedules.lock_unfinished_runs(conn, [sid])
             if unfinished:
                 raise HTTPException(
                     409,
                     f"run {unfinished[0].task_id} of this schedule has not finished and its "
                     "overlap policy is 'skip'",
                 )
-        elif schedule.overlap == "cancel_previous":
-            cancelled = await queries.cancel_unfinished_runs(conn, [sid])
-        task = await queries.insert_triggered_run(conn, sid)
+        elif schedule.overlap == OverlapPolicy.CANCEL_PREVIOUS:
+            cancelled = await schedules.cancel_unfinished_runs(conn, [sid])
+        task = await schedules.insert_triggered_run(conn, sid)
         assert task is not None  # the schedule is locked
-        topics = [queries.TOPIC_TASKS] + ([queries.TOPIC_STOPS] if cancelled else [])
-        await queries.notify_wakeup(conn, *topics)
+        topics = [Topic.TASKS] + ([Topic.STOPS] if cancelled else [])
+        await notify_wakeup(conn, *topics)
         return task, [str(run.task_id) for run in cancelled]
 
     task, cancelled = await in_transaction(pool_of(request), trigger)
@@ -228,10 +230,10 @@ async def preview_schedule(
     """The next `count` fire times, in UTC and in the schedule's zone."""
     sid = parse_schedule_id(schedule_id)
     async with pool_of(request).connection() as conn:
-        row = await queries.get_schedule(conn, sid)
+        row = await schedules.get_schedule(conn, sid)
         if row is None:
             raise not_found(sid)
-        now = await queries.database_now(conn)
+        now = await schedules.database_now(conn)
     fires = [fire_time_view(f, row.timezone) for f in upcoming(row, now, count)]
     return {"id": str(sid), "timezone": row.timezone, "fire_times": fires}
 
@@ -250,10 +252,10 @@ async def list_ticks(
     except ValueError as exc:
         raise HTTPException(422, f"cursor {exc}") from None
     async with pool_of(request).connection() as conn:
-        row = await queries.get_schedule(conn, sid)
+        row = await schedules.get_schedule(conn, sid)
         if row is None:
             raise not_found(sid)
-        ticks = await queries.list_ticks(conn, sid, before, limit)
+        ticks = await schedules.list_ticks(conn, sid, before, limit)
     return {
         "ticks": [tick_view(t, row.timezone) for t in ticks],
         "next_cursor": rfc3339(ticks[-1].fire_time) if len(ticks) == limit else None,

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import psycopg  # noqa: E402
 
 from common.cronspec import fire_times, fire_times_between, parse  # noqa: E402
-from store import queries  # noqa: E402
+from store import schedules, tasks  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.models import NewTask  # noqa: E402
 from tests.support import db as dbsupport  # noqa: E402
@@ -90,7 +90,7 @@ def create_schedules(url: str, crons: Sequence[str]) -> None:
 
     async def insert() -> None:
         async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
-            at = await queries.database_now(conn)
+            at = await schedules.database_now(conn)
             for i, cron in enumerate(crons):
                 spec = parse(cron, "UTC")
                 first = fire_times(spec, at, at, 1)[0]
@@ -101,7 +101,7 @@ def create_schedules(url: str, crons: Sequence[str]) -> None:
                     overlap="skip",
                     catchup_window_seconds=60,
                 )
-                await queries.insert_schedule(conn, uuid.uuid4(), chosen, at, first)
+                await schedules.insert_schedule(conn, uuid.uuid4(), chosen, at, first)
 
     asyncio.run(insert())
 
@@ -215,7 +215,7 @@ def baseline(args: argparse.Namespace, log_dir: Path) -> None:
                     for i in range(count):
                         due = start + timedelta(seconds=i % seconds)
                         new = NewTask(command="true", scheduled_at=due, delay_seconds=None)
-                        await queries.insert_task(aconn, uuid.uuid4(), new)
+                        await tasks.insert_task(aconn, uuid.uuid4(), new)
 
             asyncio.run(insert())
             print(

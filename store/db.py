@@ -1,4 +1,5 @@
-"""Connections: an async pool per service, and a retry wrapper for short transactions."""
+"""Connections: an async pool per service, a retry wrapper for short transactions, and the
+helpers every statement module (tasks, dispatch, schedules) shares."""
 
 from __future__ import annotations
 
@@ -6,18 +7,24 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+Conn = AsyncConnection[Any]
+Params = Mapping[str, Any]
 
 # Errors after which the same transaction may simply be run again.
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# Errors a background loop survives by trying again later: the database or the pool is away.
+DB_ERRORS = (psycopg.Error, PoolTimeout)
 
 
 # A connection returned to the pool less than this long ago is handed out again unchecked: a
@@ -90,3 +97,22 @@ async def in_transaction(
             log.info("transaction conflict, retrying (%d/%d)", attempt, attempts)
             await asyncio.sleep(0.01 * attempt)
     raise AssertionError("unreachable")
+
+
+async def fetch_one(conn: Conn, row: type[R], statement: str, params: Params) -> R | None:
+    """The statement's first row as a `row`, or None."""
+    cur = conn.cursor(row_factory=class_row(row))
+    await cur.execute(statement, params)
+    return await cur.fetchone()
+
+
+async def fetch_all(conn: Conn, row: type[R], statement: str, params: Params) -> list[R]:
+    """Every row of the statement as `row`s."""
+    cur = conn.cursor(row_factory=class_row(row))
+    await cur.execute(statement, params)
+    return await cur.fetchall()
+
+
+def unnest_arrays(items: Sequence[Any], **columns: str) -> dict[str, list[Any]]:
+    """Parallel arrays for unnest(): parameter name -> that attribute of every item."""
+    return {param: [getattr(item, attr) for item in items] for param, attr in columns.items()}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 
+from store.db import Conn
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -46,29 +48,41 @@ def latest_version() -> int:
     return len(available_migrations())
 
 
+# Wait for the migration lock: one migrator at a time, however many services start at once.
+LOCK_MIGRATIONS = "SELECT pg_advisory_lock(%(key)s)"
+# Let the next migrator in.
+UNLOCK_MIGRATIONS = "SELECT pg_advisory_unlock(%(key)s)"
+# The version table, before the first migration.
+CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY, name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())
+"""
+# The migrations applied so far.
+APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
+# Record a migration as applied, in the transaction that applied it.
+RECORD_VERSION = "INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s)"
+
+
 def migrate(conninfo: str) -> int:
     """Apply every pending migration; return the schema version now in place."""
+    lock = {"key": MIGRATION_LOCK_KEY}
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(LOCK_MIGRATIONS, lock)
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            conn.execute(CREATE_VERSION_TABLE)
+            applied = {row[0] for row in conn.execute(APPLIED_VERSIONS)}
             for migration in available_migrations():
                 if migration.version in applied:
                     continue
                 with conn.transaction():
                     conn.execute(migration.sql.encode())
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
+                        RECORD_VERSION, {"version": migration.version, "name": migration.name}
                     )
             return latest_version()
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(UNLOCK_MIGRATIONS, lock)
 
 
 async def migrate_until_done(conninfo: str, stop: asyncio.Event) -> bool:
@@ -84,3 +98,22 @@ async def migrate_until_done(conninfo: str, stop: asyncio.Event) -> bool:
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 5.0)
     return False
+
+
+# Whether the version table exists yet (a statement naming a missing table fails when parsed,
+# even in a branch that never runs, so this is asked first).
+SCHEMA_MIGRATIONS_EXIST = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+
+# The highest migration applied.
+SCHEMA_VERSION = "SELECT max(version) FROM schema_migrations"
+
+
+async def schema_version(conn: Conn) -> int | None:
+    """The highest migration applied; None before the first migration."""
+    cur = await conn.execute(SCHEMA_MIGRATIONS_EXIST)
+    exists = await cur.fetchone()
+    if not exists or not exists[0]:
+        return None
+    cur = await conn.execute(SCHEMA_VERSION)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])

@@ -6,8 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from uuid import UUID
 
-ACTIVE_TASK_STATUSES = ("dispatched", "running")
-TERMINAL_TASK_STATUSES = ("succeeded", "failed", "cancelled")
+from store.vocabulary import AttemptStatus, EndReason
 
 
 @dataclass(frozen=True)
@@ -126,10 +125,8 @@ class AttemptEnd:
 
     task_id: UUID
     attempt: int
-    status: str  # succeeded | failed | cancelled
-    reason: str | None  # None only for succeeded
-    # True when the failure uses up one of the task's retries (the command may have run).
-    consumes_retry: bool = True
+    status: AttemptStatus  # succeeded | failed | cancelled
+    reason: EndReason | None  # None only for succeeded (whether it uses a retry is its own)
     # Only reports from this worker count; None for endings decided by a coordinator.
     worker_id: str | None = None
     exit_code: int | None = None
@@ -139,10 +136,6 @@ class AttemptEnd:
 
 
 # --- schedules ------------------------------------------------------------------------------
-
-OVERLAP_POLICIES = ("allow", "skip", "cancel_previous")
-TICK_OUTCOMES = ("started", "skipped_overlap", "skipped_paused", "missed", "cancelled_previous")
-
 
 @dataclass(frozen=True)
 class ScheduleSettings:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from coordinator_svc.cron import MAX_TICKS_PER_PASS, PassResult, fire_due
-from store import queries
+from store import schedules
 from tests.support.schedules import create, fire, fire_all, in_transaction, ledger
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
@@ -96,10 +96,10 @@ def test_a_long_outage_is_recorded_over_several_passes(database_url, db):
 def test_paused_ticks_are_recorded_and_resume_runs_only_later_ticks(database_url, db):
     sc = create(database_url, T0, cron="*/10 * * * * *")
     fire(database_url, s(10))
-    in_transaction(database_url, lambda c: queries.set_schedule_paused(c, sc.id, True, s(12)))
+    in_transaction(database_url, lambda c: schedules.set_schedule_paused(c, sc.id, True, s(12)))
     fire(database_url, s(30))
     # Resumed at 45 s; no pass ran between 30 s and 60 s.
-    in_transaction(database_url, lambda c: queries.set_schedule_paused(c, sc.id, False, s(45)))
+    in_transaction(database_url, lambda c: schedules.set_schedule_paused(c, sc.id, False, s(45)))
     fire(database_url, s(60))
     assert ledger(db, sc.id) == [
         (s(10), "started"),
@@ -172,7 +172,7 @@ def test_the_database_refuses_a_second_unfinished_exclusive_run(database_url, db
     sc = create(database_url, T0, cron="*/10 * * * * *", overlap="skip")
     fire(database_url, s(10))
     with pytest.raises(psycopg.errors.UniqueViolation):
-        in_transaction(database_url, lambda c: queries.insert_triggered_run(c, sc.id))
+        in_transaction(database_url, lambda c: schedules.insert_triggered_run(c, sc.id))
 
 
 def test_runs_are_claimable_at_fire_time_plus_jitter_never_earlier(database_url, db):
@@ -198,7 +198,7 @@ def test_every_is_anchored_to_creation(database_url, db):
 def test_deleted_schedules_never_fire(database_url, db):
     sc = create(database_url, T0)
     fire(database_url, s(2))
-    in_transaction(database_url, lambda c: queries.delete_schedule(c, sc.id))
+    in_transaction(database_url, lambda c: schedules.delete_schedule(c, sc.id))
     assert fire(database_url, s(10)).claimed == 0
     assert len(ledger(db, sc.id)) == 2
 
@@ -257,7 +257,7 @@ def test_claiming_due_schedules_uses_the_due_index(db):
     plan = "\n".join(
         str(r[0])
         for r in db.execute(
-            "EXPLAIN " + queries.CLAIM_DUE_SCHEDULES, {"now": T0, "limit": 10}
+            "EXPLAIN " + schedules.CLAIM_DUE_SCHEDULES, {"now": T0, "limit": 10}
         ).fetchall()
     )
     assert "schedules_due" in plan, plan

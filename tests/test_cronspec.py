@@ -274,7 +274,9 @@ def test_invalid_expressions(expression: str, message: str) -> None:
 def test_unknown_time_zone(zone: str) -> None:
     with pytest.raises(CronError) as caught:
         parse("* * * * *", zone)
-    assert str(caught.value) == f"unknown time zone '{zone}'"
+    assert str(caught.value) == (
+        f"unknown time zone '{zone}'; use an IANA name like 'Europe/London'"
+    )
 
 
 def test_rare_schedule_must_fire_within_five_years() -> None:

@@ -17,9 +17,11 @@ import httpx
 import psycopg
 import pytest
 
-from store import queries
+from store import dispatch, tasks
 from store.models import AttemptEnd, NewTask
+from store.vocabulary import AttemptStatus, EndReason
 from tests.support import db as dbsupport
+from tests.support.attempts import end_attempt
 from tests.support.invariants import audit
 from tests.support.processes import Cluster
 from tests.support.tasks import (
@@ -267,13 +269,20 @@ def test_retry_backoff_never_exceeds_the_cap_jitter_included(database_url):
     backoff = 3500.0  # close under the cap, so jitter on top would cross it
 
     async def fail_once(conn: psycopg.AsyncConnection[Any]) -> float:
-        await queries.upsert_worker(conn, "w", "127.0.0.1:9", 1, False)
+        await dispatch.upsert_worker(conn, "w", "127.0.0.1:9", 1, False)
         task = uuid.uuid4()
         new = NewTask("true", None, None, max_retries=5, retry_backoff_seconds=backoff)
-        await queries.insert_task(conn, task, new)
-        [claimed] = await queries.claim_due_tasks(conn, ["w"])
-        end = AttemptEnd(task, claimed.attempt, "failed", "exit_code", worker_id="w", exit_code=1)
-        assert await queries.end_attempt(conn, end) == (True, "queued")
+        await tasks.insert_task(conn, task, new)
+        [claimed] = (await dispatch.claim_for_free_slots(conn, 60.0, 0)).attempts
+        end = AttemptEnd(
+            task,
+            claimed.attempt,
+            AttemptStatus.FAILED,
+            EndReason.EXIT_CODE,
+            worker_id="w",
+            exit_code=1,
+        )
+        assert await end_attempt(conn, end) == (True, "queued")
         cur = await conn.execute(
             "SELECT extract(epoch FROM run_at - now()) FROM tasks WHERE id = %s", (task,)
         )
@@ -289,4 +298,4 @@ def test_retry_backoff_never_exceeds_the_cap_jitter_included(database_url):
         return found
 
     for delay in asyncio.run(delays()):
-        assert backoff <= delay <= queries.RETRY_BACKOFF_CAP_SECONDS, delay
+        assert backoff <= delay <= dispatch.RETRY_BACKOFF_CAP_SECONDS, delay

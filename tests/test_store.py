@@ -8,8 +8,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import importlib
 import inspect
 import json
+import pkgutil
 import random
 import re
 import subprocess
@@ -28,8 +30,11 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from store import migrate, models, queries
+import store
+from store import dispatch, migrate, models
 from store.models import AttemptEnd, AttemptKey, Claim, ClaimedAttempt
+from store.vocabulary import AttemptStatus, EndReason
+from tests.support.attempts import end_attempt, mark_attempt_running
 from tests.support.processes import REPO_ROOT, wait_for
 
 Db = psycopg.Connection[Any]
@@ -38,17 +43,28 @@ AConn = psycopg.AsyncConnection[Any]
 # --- the schema the code queries -----------------------------------------------------------
 
 _VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+# Utility statements: not preparable, so run (and rolled back) instead.
+_UTILITY_VERBS = ("LISTEN", "CREATE")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
+def store_modules() -> dict[str, Any]:
+    """Every module of the store package, by its short name."""
+    return {
+        info.name: importlib.import_module(f"store.{info.name}")
+        for info in pkgutil.iter_modules(store.__path__)
+    }
+
+
 def sql_statements() -> dict[str, str]:
-    """Every named SQL statement in store/queries.py."""
+    """Every named SQL statement in the store package, as module.NAME."""
     found = {}
-    for name, value in vars(queries).items():
-        if name.isupper() and isinstance(value, str) and value.strip():
-            first = value.split(None, 1)[0].upper()
-            if first in (*_VERBS, "LISTEN"):
-                found[name] = value
+    for module_name, module in store_modules().items():
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, str) and value.strip():
+                first = value.split(None, 1)[0].upper()
+                if first in (*_VERBS, *_UTILITY_VERBS):
+                    found[f"{module_name}.{name}"] = value
     return found
 
 
@@ -60,27 +76,34 @@ def positional(query: str) -> str:
     ).replace("%%", "%")
 
 
+_ROW_ARGUMENTS = (("class_row", 0), ("fetch_one", 1), ("fetch_all", 1))
+
+
 def row_classes() -> dict[str, set[type]]:
-    """Statement name -> the dataclasses its rows are built into (class_row) in queries.py."""
-    tree = ast.parse(inspect.getsource(queries))
+    """Statement (module.NAME) -> the dataclasses its rows are built into in that module:
+    class_row(Row), or the fetch helpers' row argument fetch_one/fetch_all(conn, Row, ...)."""
     statements = set(sql_statements())
     mapping: dict[str, set[type]] = {}
-    for fn in ast.walk(tree):
-        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
-            continue
-        # class_row(Row), or the fetch helpers' row argument: _one/_all(conn, Row, ...)
-        classes = {
-            getattr(models, arg.id)
-            for node in ast.walk(fn)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            for position, arg in enumerate(node.args)
-            if isinstance(arg, ast.Name)
-            and (node.func.id, position) in (("class_row", 0), ("_one", 1), ("_all", 1))
-            and hasattr(models, arg.id)
-        }
-        used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in statements}
-        for name in used:
-            mapping.setdefault(name, set()).update(classes)
+    for module_name, module in store_modules().items():
+        for fn in ast.walk(ast.parse(inspect.getsource(module))):
+            if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
+                continue
+            classes = {
+                getattr(models, arg.id)
+                for node in ast.walk(fn)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                for position, arg in enumerate(node.args)
+                if isinstance(arg, ast.Name)
+                and (node.func.id, position) in _ROW_ARGUMENTS
+                and hasattr(models, arg.id)
+            }
+            used = {
+                f"{module_name}.{n.id}"
+                for n in ast.walk(fn)
+                if isinstance(n, ast.Name) and f"{module_name}.{n.id}" in statements
+            }
+            for name in used:
+                mapping.setdefault(name, set()).update(classes)
     return mapping
 
 
@@ -91,9 +114,14 @@ def schema_problems(conn: Db) -> list[str]:
     problems = []
     classes = row_classes()
     for name, query in sql_statements().items():
-        if query.split(None, 1)[0].upper() == "LISTEN":
-            continue  # a utility statement: not preparable, and it names no table
         conn.execute("SAVEPOINT schema_check")
+        if query.split(None, 1)[0].upper() in _UTILITY_VERBS:
+            try:
+                conn.execute(query.encode())
+            except psycopg.Error as exc:
+                problems.append(f"{name}: {exc}")
+            conn.execute("ROLLBACK TO SAVEPOINT schema_check")
+            continue
         result = conn.pgconn.prepare(b"", positional(query).encode())
         if result.status != pq.ExecStatus.COMMAND_OK:
             problems.append(f"{name}: {(result.error_message or b'').decode().strip()}")
@@ -119,14 +147,21 @@ def schema_problems(conn: Db) -> list[str]:
 
 def test_every_statement_prepares_against_the_migrated_schema(database_url):
     statements = sql_statements()
-    # The finder really finds the statements (a broken one would make this test vacuous).
-    assert {"CLAIM_DUE_TASKS", "END_ATTEMPTS", "INSERT_TASK", "UPSERT_WORKER"} <= set(statements)
+    # The finder really finds the statements of every module that has some (a broken finder
+    # would make this test vacuous).
+    assert {
+        "tasks.INSERT_TASK",
+        "dispatch.CLAIM_FOR_FREE_SLOTS",
+        "dispatch.END_ATTEMPTS",
+        "schedules.RECORD_TICKS",
+        "wakeups.LISTEN_WAKEUP",
+        "migrate.SCHEMA_VERSION",
+        "migrate.CREATE_VERSION_TABLE",
+    } <= set(statements)
+    assert len(statements) >= 40
     assert len(row_classes()) >= 10
     with psycopg.connect(database_url) as conn:
         assert schema_problems(conn) == []
-        conn.rollback()
-        conn.autocommit = True
-        conn.execute(queries.LISTEN_WAKEUP)
 
 
 @pytest.mark.parametrize(
@@ -250,8 +285,8 @@ def add_tasks(db: Db, offsets: list[float], command: str = "true") -> list[uuid.
     return ids
 
 
-async def claim_and_now(conn: AConn, slots: list[str]) -> tuple[list[ClaimedAttempt], datetime]:
-    claimed = await queries.claim_due_tasks(conn, slots)
+async def claim_and_now(conn: AConn) -> tuple[list[ClaimedAttempt], datetime]:
+    claimed = (await dispatch.claim_for_free_slots(conn, 60.0, 0)).attempts
     cur = await conn.execute("SELECT now()")  # the claim's own clock: same transaction
     row = await cur.fetchone()
     assert row is not None
@@ -266,7 +301,7 @@ def test_the_claim_never_returns_a_task_before_its_run_at(db, database_url):
     claimed: list[uuid.UUID] = []
     deadline = time.monotonic() + 20
     while len(claimed) < len(due) + len(soon) and time.monotonic() < deadline:
-        batch, now = run(database_url, lambda c: claim_and_now(c, ["w1"] * 7))
+        batch, now = run(database_url, claim_and_now)
         for attempt in batch:
             assert attempt.run_at <= now, f"claimed {attempt.task_id} before its run_at"
         claimed += [a.task_id for a in batch]
@@ -301,10 +336,7 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
     add_tasks(db, [-1.0] * 20 + [60.0] * 20)
     db.execute("ANALYZE tasks")
     add_worker(db, "w1", slots=8)
-    claims: list[tuple[str, dict[str, Any]]] = [
-        (queries.CLAIM_DUE_TASKS, {"slot_workers": ["w1"] * 8}),
-        (queries.CLAIM_FOR_FREE_SLOTS, {"live_within": 60.0, "rotation": 0}),
-    ]
+    claim = (dispatch.CLAIM_FOR_FREE_SLOTS, {"live_within": 60.0, "rotation": 0})
 
     def scans(statement: str, params: dict[str, Any]) -> list[tuple[str, str | None]]:
         return [
@@ -313,17 +345,16 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
             if n.get("Relation Name") == "tasks"
         ]
 
-    for statement, params in claims:
-        assert ("Index Scan", "tasks_queued_run_at") in scans(statement, params)
-        assert not any(kind == "Seq Scan" for kind, _ in scans(statement, params))
+    assert ("Index Scan", "tasks_queued_run_at") in scans(*claim)
+    assert not any(kind == "Seq Scan" for kind, _ in scans(*claim))
     # The same plan without the index reads the whole table: what the index saves.
     with db.transaction(force_rollback=True):
         db.execute("DROP INDEX tasks_queued_run_at")
-        assert ("Seq Scan", None) in scans(*claims[0])
+        assert ("Seq Scan", None) in scans(*claim)
 
 
 async def claim_for_free_slots(conn: AConn, rotation: int = 0) -> Claim:
-    return await queries.claim_for_free_slots(conn, 60.0, rotation)
+    return await dispatch.claim_for_free_slots(conn, 60.0, rotation)
 
 
 def test_a_claim_interleaves_workers_from_a_rotating_first_one(db, database_url):
@@ -356,7 +387,7 @@ def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, da
     lock = threading.Lock()
 
     async def claim_once(conn: AConn) -> list[ClaimedAttempt]:
-        claimed = (await queries.claim_for_free_slots(conn, 3600.0, 0)).attempts
+        claimed = (await dispatch.claim_for_free_slots(conn, 3600.0, 0)).attempts
         # The workers this claim used: their open attempts, as counted by everyone's committed
         # work and ours (the claim still holds their row locks).
         cur = await conn.execute(
@@ -389,13 +420,13 @@ def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, da
                     end = AttemptEnd(
                         attempt.task_id,
                         attempt.attempt,
-                        "succeeded",
+                        AttemptStatus.SUCCEEDED,
                         None,
                         worker_id=attempt.worker_id,
                         exit_code=0,
                     )
                     async with conn.transaction():
-                        assert await queries.end_attempt(conn, end) == (True, "succeeded")
+                        assert await end_attempt(conn, end) == (True, "succeeded")
                 cur = await conn.execute("SELECT count(*) FROM tasks WHERE status <> 'succeeded'")
                 row = await cur.fetchone()
                 if row is not None and row[0] == 0:
@@ -439,27 +470,30 @@ def task_row(db: Db, task_id: uuid.UUID) -> tuple[Any, ...]:
 
 def test_reports_for_a_stale_attempt_change_nothing(db, database_url):
     add_worker(db, "w1")
-    add_worker(db, "w2")
     (task,) = add_tasks(db, [-1.0])
-    (first,) = run(database_url, lambda c: queries.claim_due_tasks(c, ["w1"]))
+    (first,) = run(database_url, claim_for_free_slots).attempts
     # w1 never took it: back to the queue without using a retry, then w2 gets attempt 2.
-    refused = AttemptEnd(task, 1, "failed", "worker_refused", consumes_retry=False, worker_id="w1")
-    assert run(database_url, lambda c: queries.end_attempt(c, refused)) == (True, "queued")
+    refused = AttemptEnd(task, 1, AttemptStatus.FAILED, EndReason.WORKER_REFUSED, worker_id="w1")
+    assert run(database_url, lambda c: end_attempt(c, refused)) == (True, "queued")
+    db.execute("UPDATE workers SET draining = true WHERE id = 'w1'")
+    add_worker(db, "w2")
     db.execute("UPDATE tasks SET run_at = now() WHERE id = %s", (task,))
-    (second,) = run(database_url, lambda c: queries.claim_due_tasks(c, ["w2"]))
+    (second,) = run(database_url, claim_for_free_slots).attempts
     assert (first.attempt, second.attempt, second.worker_id) == (1, 2, "w2")
     before = task_row(db, task)
     workers_before = db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall()
     attempts_before = db.execute("SELECT * FROM attempts ORDER BY attempt").fetchall()
 
-    stale_end = AttemptEnd(task, 1, "succeeded", None, worker_id="w1", exit_code=0)
-    wrong_worker = AttemptEnd(task, 2, "failed", "exit_code", worker_id="w1", exit_code=1)
-    assert run(database_url, lambda c: queries.end_attempt(c, stale_end)) == (False, None)
-    assert run(database_url, lambda c: queries.end_attempt(c, wrong_worker)) == (False, None)
+    stale_end = AttemptEnd(task, 1, AttemptStatus.SUCCEEDED, None, worker_id="w1", exit_code=0)
+    wrong_worker = AttemptEnd(
+        task, 2, AttemptStatus.FAILED, EndReason.EXIT_CODE, worker_id="w1", exit_code=1
+    )
+    assert run(database_url, lambda c: end_attempt(c, stale_end)) == (False, None)
+    assert run(database_url, lambda c: end_attempt(c, wrong_worker)) == (False, None)
     stale_start = datetime.now().astimezone()
     assert not run(
         database_url,
-        lambda c: queries.mark_attempt_running(c, AttemptKey(task, 1), "w1", stale_start, "x"),
+        lambda c: mark_attempt_running(c, AttemptKey(task, 1), "w1", stale_start, "x"),
     )
     assert task_row(db, task) == before
     assert db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall() == (
@@ -468,13 +502,15 @@ def test_reports_for_a_stale_attempt_change_nothing(db, database_url):
     assert db.execute("SELECT * FROM attempts ORDER BY attempt").fetchall() == attempts_before
 
     # The current attempt's own worker is heard.
-    current = AttemptEnd(task, 2, "failed", "exit_code", worker_id="w2", exit_code=7)
-    assert run(database_url, lambda c: queries.end_attempt(c, current)) == (True, "failed")
+    current = AttemptEnd(
+        task, 2, AttemptStatus.FAILED, EndReason.EXIT_CODE, worker_id="w2", exit_code=7
+    )
+    assert run(database_url, lambda c: end_attempt(c, current)) == (True, "failed")
     status, attempt, worker_id, exit_code, _, completed_at = task_row(db, task)
     assert (status, attempt, worker_id, exit_code) == ("failed", 2, "w2", 7)
     assert completed_at is not None
     # ...once: a repeat of the same final report is stale too.
-    assert run(database_url, lambda c: queries.end_attempt(c, current)) == (False, None)
+    assert run(database_url, lambda c: end_attempt(c, current)) == (False, None)
 
 
 # --- DDL CHECKs -----------------------------------------------------------------------------

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, ListenAddress, cluster_token, parse_listen, secure_listen
-
-# Bind-all addresses: fine to listen on, never an address to dial.
-WILDCARD_HOSTS = ("0.0.0.0", "::")
+from common.limits import is_wildcard_host
 
 
 @dataclass(frozen=True)
@@ -40,11 +38,11 @@ def advertised_address(listen: ListenAddress, env: Mapping[str, str]) -> str:
     explicit = env.get("WORKER_ADDRESS", "").strip()
     if explicit:
         host, port = split_address(explicit, listen.port)
-    elif listen.host and listen.host not in WILDCARD_HOSTS:
+    elif not is_wildcard_host(listen.host):
         host, port = listen.host, listen.port
     else:
         host, port = socket.gethostname(), listen.port
-    if host in WILDCARD_HOSTS:
+    if is_wildcard_host(host):
         raise ConfigError(
             f"WORKER_ADDRESS {explicit!r} is a wildcard that coordinators cannot dial; "
             "give this worker's hostname or IP address"

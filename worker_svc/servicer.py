@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from common.limits import MAX_COMMAND_BYTES
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from proto.timestamps import from_timestamp
@@ -15,7 +16,6 @@ from worker_svc.process import Execution
 if TYPE_CHECKING:
     from worker_svc.service import Worker
 
-MAX_COMMAND_BYTES = 65536
 MAX_ATTEMPTS_PER_CALL = 1000
 
 

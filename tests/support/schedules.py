@@ -14,7 +14,7 @@ import psycopg
 
 from common.cronspec import fire_times, parse
 from coordinator_svc.cron import PassResult, fire_due
-from store import queries
+from store import schedules
 from store.models import ScheduleRow, ScheduleSettings
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ def create(url: str, at: datetime, **settings: Any) -> ScheduleRow:
     first = fire_times(spec, at, at, 1)[0]
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> ScheduleRow:
-        row = await queries.insert_schedule(conn, uuid.uuid4(), chosen, at, first)
+        row = await schedules.insert_schedule(conn, uuid.uuid4(), chosen, at, first)
         assert row is not None
         return row
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.limits import MAX_COMMAND_BYTES
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from tests.support.inprocess import eventually, refusing_address, serving_worker, worker_config
 from worker_svc.config import WorkerConfig
 from worker_svc.service import Worker
-from worker_svc.servicer import MAX_COMMAND_BYTES
 
 
 @pytest.fixture

@@ -1,0 +1,366 @@
+"""Dispatch: workers and their heartbeats, claims, attempt starts and ends, stops.
+
+Functions take a connection; the caller owns the transaction. The database clock (`now()`)
+decides when work is due, so no two machines' clocks are ever compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from store.db import Conn, fetch_all, unnest_arrays
+from store.models import (
+    CLAIMED_FIELDS,
+    AttemptEnd,
+    AttemptKey,
+    AttemptStart,
+    Claim,
+    ClaimedAttempt,
+    StopRequest,
+)
+from store.vocabulary import EndReason, sql_list
+
+# Retry backoff never exceeds this many seconds, however many failures came before.
+RETRY_BACKOFF_CAP_SECONDS = 3600.0
+# A worker that refused or could not be reached gets the task again no sooner than this.
+REQUEUE_AFTER_REFUSAL_SECONDS = 0.25
+# The end reasons that use up a retry, as decided by EndReason.uses_retry.
+USES_RETRY = sql_list(reason for reason in EndReason if reason.uses_retry)
+
+# --- workers ----------------------------------------------------------------------------------
+
+# Register a worker or refresh it from a heartbeat; a heartbeat also ends "lost".
+UPSERT_WORKER = """
+INSERT INTO workers (id, address, slots, draining, last_heartbeat_at)
+VALUES (%(id)s, %(address)s, %(slots)s, %(draining)s, now())
+ON CONFLICT (id) DO UPDATE
+SET address = EXCLUDED.address, slots = EXCLUDED.slots, draining = EXCLUDED.draining,
+    last_heartbeat_at = now(), lost_at = NULL
+"""
+
+
+async def upsert_worker(
+    conn: Conn, worker_id: str, address: str, slots: int, draining: bool
+) -> None:
+    await conn.execute(
+        UPSERT_WORKER,
+        {"id": worker_id, "address": address, "slots": slots, "draining": draining},
+    )
+
+
+# Declare workers silent for too long lost; they get no work until they heartbeat again.
+DECLARE_LOST_WORKERS = """
+UPDATE workers SET lost_at = now()
+WHERE lost_at IS NULL AND last_heartbeat_at < now() - make_interval(secs => %(silence)s)
+RETURNING id
+"""
+
+
+async def declare_lost_workers(conn: Conn, silence_seconds: float) -> list[str]:
+    cur = await conn.execute(DECLARE_LOST_WORKERS, {"silence": silence_seconds})
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
+# Open attempts held by lost workers.
+OPEN_ATTEMPTS_OF_LOST_WORKERS = """
+SELECT a.task_id, a.attempt
+FROM attempts a JOIN workers w ON w.id = a.worker_id
+WHERE a.ended_at IS NULL AND w.lost_at IS NOT NULL
+ORDER BY a.picked_at
+LIMIT %(limit)s
+"""
+
+
+async def open_attempts_of_lost_workers(conn: Conn, limit: int) -> list[AttemptKey]:
+    return await fetch_all(conn, AttemptKey, OPEN_ATTEMPTS_OF_LOST_WORKERS, {"limit": limit})
+
+
+def _held_params(worker_id: str, held: Sequence[AttemptKey]) -> dict[str, object]:
+    return {"worker_id": worker_id, **unnest_arrays(held, task_ids="task_id", attempts="attempt")}
+
+
+# Of the attempts a worker says it holds, those that are no longer its to run.
+REVOKED_ATTEMPTS = """
+SELECT h.task_id, h.attempt
+FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[]) AS h (task_id, attempt)
+LEFT JOIN attempts a
+  ON a.task_id = h.task_id AND a.attempt = h.attempt AND a.worker_id = %(worker_id)s
+WHERE a.task_id IS NULL OR a.ended_at IS NOT NULL OR a.cancel_requested_at IS NOT NULL
+"""
+
+
+async def revoked_attempts(
+    conn: Conn, worker_id: str, held: Sequence[AttemptKey]
+) -> list[AttemptKey]:
+    if not held:
+        return []
+    return await fetch_all(conn, AttemptKey, REVOKED_ATTEMPTS, _held_params(worker_id, held))
+
+
+# Open attempts of a worker that it does not hold, handed over long enough ago that the
+# hand-over cannot still be in flight: the worker never got them, or lost them in a restart.
+VANISHED_ATTEMPTS = """
+SELECT a.task_id, a.attempt, a.status
+FROM attempts a
+WHERE a.worker_id = %(worker_id)s AND a.ended_at IS NULL
+  AND a.picked_at < now() - make_interval(secs => %(grace)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[]) AS h (task_id, attempt)
+      WHERE h.task_id = a.task_id AND h.attempt = a.attempt)
+"""
+
+
+async def vanished_attempts(
+    conn: Conn, worker_id: str, held: Sequence[AttemptKey], grace_seconds: float
+) -> list[tuple[AttemptKey, str]]:
+    """Open attempts of the worker it does not hold, with their status."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(VANISHED_ATTEMPTS, {**_held_params(worker_id, held), "grace": grace_seconds})
+    return [
+        (AttemptKey(row["task_id"], row["attempt"]), str(row["status"]))
+        for row in await cur.fetchall()
+    ]
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+# Claim due tasks into every free slot of the live workers, row-locking the workers so
+# concurrent coordinators fill disjoint slots (the lock reads the newest row version, so
+# open_attempts is exact). Slots interleave the workers, starting at a rotating one, so a few
+# tasks still spread across the fleet. Due tasks are locked (skipping rows other coordinators
+# hold), paired in due order with the slots, and each gets an attempt counted against its
+# worker; nothing is ever claimed before its run_at. Always returns at least one row: `free`
+# (slots offered) and `next_due_in` (seconds until the earliest queued task not yet due, NULL
+# when none) on every row, with the claimed attempt's columns NULL when nothing was claimed.
+CLAIM_FOR_FREE_SLOTS = """
+WITH available AS (
+    SELECT id, slots - open_attempts AS free
+    FROM workers
+    WHERE lost_at IS NULL AND NOT draining AND open_attempts < slots
+      AND last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT id, free, row_number() OVER (ORDER BY id) AS pos, count(*) OVER () AS workers
+    FROM available
+), slots AS (
+    SELECT r.id AS worker_id,
+           row_number() OVER (ORDER BY g, (r.pos + %(rotation)s) %% r.workers) AS n
+    FROM ranked r CROSS JOIN LATERAL generate_series(1, r.free) AS g
+), due AS (
+    SELECT id, run_at FROM tasks
+    WHERE status = 'queued' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT (SELECT count(*) FROM slots)
+    FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER (ORDER BY run_at, id) AS n FROM due
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'dispatched', attempt = t.attempt + 1, worker_id = s.worker_id,
+        picked_at = now(), started_at = NULL, exit_code = NULL, output_path = NULL
+    FROM numbered d JOIN slots s ON s.n = d.n
+    WHERE t.id = d.id
+    RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at
+), opened AS (
+    INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
+    SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
+), counted AS (
+    UPDATE workers w SET open_attempts = w.open_attempts + c.n
+    FROM (SELECT worker_id, count(*) AS n FROM claimed GROUP BY worker_id) c
+    WHERE w.id = c.worker_id
+), hint AS (
+    SELECT (SELECT count(*) FROM slots) AS free,
+           (SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
+            FROM tasks WHERE status = 'queued' AND run_at > now()) AS next_due_in
+)
+SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
+       w.address, h.free, h.next_due_in
+FROM hint h
+LEFT JOIN (claimed c JOIN workers w ON w.id = c.worker_id) ON true
+"""
+
+
+async def claim_for_free_slots(conn: Conn, live_within: float, rotation: int) -> Claim:
+    """Claim due tasks into the free slots of workers heard from within `live_within` s."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(CLAIM_FOR_FREE_SLOTS, {"live_within": live_within, "rotation": rotation})
+    rows: list[dict[str, Any]] = await cur.fetchall()
+    claimed = [
+        ClaimedAttempt(**{k: row[k] for k in CLAIMED_FIELDS})
+        for row in rows
+        if row["task_id"] is not None
+    ]
+    return Claim(claimed, int(rows[0]["free"]), rows[0]["next_due_in"])
+
+
+# --- attempts ---------------------------------------------------------------------------------
+
+# Workers started these attempts: record each unless it is no longer open for that worker.
+# Returns the attempts the workers should keep running (open and not being cancelled).
+MARK_ATTEMPTS_RUNNING = """
+WITH r AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
+                         %(started_at)s::timestamptz[], %(output_paths)s::text[])
+           AS r (task_id, attempt, worker_id, started_at, output_path)
+), a AS (
+    UPDATE attempts a
+    SET status = 'running', started_at = coalesce(a.started_at, r.started_at),
+        output_path = r.output_path
+    FROM r
+    WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.worker_id = r.worker_id
+      AND a.ended_at IS NULL
+    RETURNING a.task_id, a.attempt, a.started_at, a.output_path, a.cancel_requested_at
+), t AS (
+    UPDATE tasks
+    SET status = 'running', started_at = a.started_at, output_path = a.output_path
+    FROM a
+    WHERE tasks.id = a.task_id AND tasks.attempt = a.attempt
+      AND tasks.status IN ('dispatched', 'running')
+)
+SELECT task_id, attempt FROM a WHERE cancel_requested_at IS NULL
+"""
+
+
+async def mark_attempts_running(conn: Conn, starts: Sequence[AttemptStart]) -> set[AttemptKey]:
+    """Record that attempts started; returns those the worker should keep running."""
+    if not starts:
+        return set()
+    cur = await conn.execute(
+        MARK_ATTEMPTS_RUNNING,
+        unnest_arrays(
+            starts,
+            task_ids="task_id",
+            attempts="attempt",
+            worker_ids="worker_id",
+            started_at="started_at",
+            output_paths="output_path",
+        ),
+    )
+    return {AttemptKey(row[0], row[1]) for row in await cur.fetchall()}
+
+
+# End attempts (each only while open, and only for its own worker when one is named), free
+# their workers' slots, and move each task on: done, cancelled, back to the queue (after a
+# backoff when the reason uses up a retry) or failed once retries are exhausted. A task that
+# was cancelled or already moved on is left alone. Returns a row per attempt that was open,
+# with its task's new status (NULL when the task did not move). Keys must be distinct.
+END_ATTEMPTS = f"""
+WITH r AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
+                         %(statuses)s::text[], %(reasons)s::text[], %(exit_codes)s::int[],
+                         %(started_at)s::timestamptz[], %(output_paths)s::text[],
+                         %(details)s::text[])
+           AS r (task_id, attempt, worker_id, status, reason, exit_code, started_at,
+                 output_path, detail)
+), ended AS (
+    UPDATE attempts a
+    SET status = r.status, reason = r.reason, exit_code = r.exit_code,
+        started_at = coalesce(a.started_at, r.started_at),
+        output_path = coalesce(r.output_path, a.output_path),
+        detail = left(r.detail, 2000), ended_at = greatest(now(), a.picked_at)
+    FROM r
+    WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.ended_at IS NULL
+      AND (r.worker_id IS NULL OR a.worker_id = r.worker_id)
+    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.output_path, r.status,
+              r.reason, r.exit_code, coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry
+), freed AS (
+    UPDATE workers w SET open_attempts = w.open_attempts - f.n
+    FROM (SELECT worker_id, count(*) AS n FROM ended GROUP BY worker_id) f
+    WHERE w.id = f.worker_id
+), decision AS (
+    SELECT t.id, e.attempt, e.started_at, e.output_path, e.status, e.reason, e.exit_code,
+           e.uses_retry,
+           CASE WHEN e.status = 'succeeded' THEN 'succeeded'
+                WHEN e.status = 'cancelled' THEN 'cancelled'
+                WHEN NOT e.uses_retry OR t.failures < t.max_retries THEN 'queued'
+                ELSE 'failed' END AS next_status,
+           CASE WHEN e.uses_retry
+                THEN least(%(backoff_cap)s,
+                           t.retry_backoff_seconds * power(2, t.failures) * (1 + random() * 0.2))
+                ELSE %(requeue_after)s END AS delay
+    FROM tasks t JOIN ended e ON e.task_id = t.id AND e.attempt = t.attempt
+    WHERE t.status IN ('dispatched', 'running')
+), moved AS (
+    UPDATE tasks t
+    SET status = d.next_status,
+        failures = t.failures
+                   + CASE WHEN d.uses_retry AND d.status = 'failed' THEN 1 ELSE 0 END,
+        run_at = CASE WHEN d.next_status = 'queued'
+                      THEN greatest(t.run_at, now() + make_interval(secs => d.delay))
+                      ELSE t.run_at END,
+        worker_id = CASE WHEN d.next_status = 'queued' THEN NULL ELSE t.worker_id END,
+        picked_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE t.picked_at END,
+        started_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.started_at END,
+        output_path = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.output_path END,
+        exit_code = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.exit_code END,
+        completed_at = CASE WHEN d.next_status IN ('succeeded', 'failed', 'cancelled')
+                            THEN now() END,
+        failed_at = CASE WHEN d.next_status = 'failed' THEN now() END,
+        cancelled_at = CASE WHEN d.next_status = 'cancelled' THEN now() END,
+        last_reason = d.reason
+    FROM decision d
+    WHERE t.id = d.id AND t.attempt = d.attempt AND t.status IN ('dispatched', 'running')
+    RETURNING t.id, t.status
+)
+SELECT e.task_id, e.attempt, m.status FROM ended e LEFT JOIN moved m ON m.id = e.task_id
+"""
+
+
+async def end_attempts(conn: Conn, ends: Sequence[AttemptEnd]) -> dict[AttemptKey, str | None]:
+    """End open attempts (distinct keys). Returns, for each attempt that was open, its task's
+    new status, or None when the task did not move."""
+    if not ends:
+        return {}
+    cur = await conn.execute(
+        END_ATTEMPTS,
+        {
+            **unnest_arrays(
+                ends,
+                task_ids="task_id",
+                attempts="attempt",
+                worker_ids="worker_id",
+                statuses="status",
+                reasons="reason",
+                exit_codes="exit_code",
+                started_at="started_at",
+                output_paths="output_path",
+                details="detail",
+            ),
+            "backoff_cap": RETRY_BACKOFF_CAP_SECONDS,
+            "requeue_after": REQUEUE_AFTER_REFUSAL_SECONDS,
+        },
+    )
+    return {
+        AttemptKey(row[0], row[1]): None if row[2] is None else str(row[2])
+        for row in await cur.fetchall()
+    }
+
+
+# --- stops ------------------------------------------------------------------------------------
+
+# Open attempts whose task was cancelled and whose worker has not been told recently; marks
+# them told, skipping rows another coordinator is handling.
+TAKE_PENDING_STOPS = """
+WITH pending AS (
+    SELECT task_id, attempt FROM attempts
+    WHERE ended_at IS NULL AND cancel_requested_at IS NOT NULL
+      AND (cancel_sent_at IS NULL
+           OR cancel_sent_at < now() - make_interval(secs => %(resend_after)s))
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE attempts a SET cancel_sent_at = now()
+FROM pending p, workers w
+WHERE a.task_id = p.task_id AND a.attempt = p.attempt AND w.id = a.worker_id
+RETURNING a.task_id, a.attempt, a.worker_id, w.address
+"""
+
+
+async def take_pending_stops(
+    conn: Conn, resend_after_seconds: float, limit: int
+) -> list[StopRequest]:
+    params = {"resend_after": resend_after_seconds, "limit": limit}
+    return await fetch_all(conn, StopRequest, TAKE_PENDING_STOPS, params)

@@ -1,0 +1,321 @@
+"""Cron schedules and their tick ledger: what users set, and what the cron loop claims and
+records.
+
+Functions take a connection; the caller owns the transaction. Times that decide anything come
+from the database clock, or from a `now` passed in where tests control time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from store.db import Conn, fetch_all, fetch_one
+from store.models import DueSchedule, ScheduleRow, ScheduleRun, ScheduleSettings, TaskRow, TickRow
+from store.tasks import cancel_task
+from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
+
+# Tasks in these states are a schedule's unfinished runs, which its overlap policy looks at.
+UNFINISHED = sql_list(UNFINISHED_TASK_STATUSES)
+
+
+# The database clock at this statement: schedules are anchored and previewed by it.
+DATABASE_NOW = "SELECT statement_timestamp()"
+
+
+async def database_now(conn: Conn) -> datetime:
+    cur = await conn.execute(DATABASE_NOW)
+    row = await cur.fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value
+
+
+# Create a schedule; with its name taken by a live schedule, insert nothing.
+INSERT_SCHEDULE = """
+INSERT INTO schedules (id, name, cron, timezone, command, overlap, catchup_window_seconds,
+                       timeout_seconds, max_retries, retry_backoff_seconds, paused,
+                       jitter_seconds, created_at, updated_at, anchor_at, active_from,
+                       next_fire_at)
+VALUES (%(id)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(overlap)s,
+        %(catchup_window_seconds)s, %(timeout_seconds)s, %(max_retries)s,
+        %(retry_backoff_seconds)s, %(paused)s, %(jitter_seconds)s,
+        %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s)
+ON CONFLICT (name) WHERE deleted_at IS NULL DO NOTHING
+RETURNING *
+"""
+
+
+async def insert_schedule(
+    conn: Conn, schedule_id: UUID, settings: ScheduleSettings, at: datetime, next_fire_at: datetime
+) -> ScheduleRow | None:
+    """Create a schedule anchored at `at`; None when a live schedule has the name."""
+    params = {**asdict(settings), "id": schedule_id, "at": at, "next_fire_at": next_fire_at}
+    return await fetch_one(conn, ScheduleRow, INSERT_SCHEDULE, params)
+
+
+# One live schedule by id.
+SELECT_SCHEDULE = "SELECT * FROM schedules WHERE id = %(id)s AND deleted_at IS NULL"
+
+
+async def get_schedule(conn: Conn, schedule_id: UUID) -> ScheduleRow | None:
+    return await fetch_one(conn, ScheduleRow, SELECT_SCHEDULE, {"id": schedule_id})
+
+
+# Lock a live schedule before changing it or starting a run of it.
+LOCK_SCHEDULE = "SELECT * FROM schedules WHERE id = %(id)s AND deleted_at IS NULL FOR UPDATE"
+
+
+async def lock_schedule(conn: Conn, schedule_id: UUID) -> ScheduleRow | None:
+    return await fetch_one(conn, ScheduleRow, LOCK_SCHEDULE, {"id": schedule_id})
+
+
+# Live schedules in name order, after a cursor, optionally by name prefix and paused state.
+LIST_SCHEDULES = """
+SELECT * FROM schedules
+WHERE deleted_at IS NULL AND starts_with(name, %(prefix)s)
+  AND (%(paused)s::boolean IS NULL OR paused = %(paused)s::boolean)
+  AND (%(after)s::text IS NULL OR name > %(after)s::text)
+ORDER BY name
+LIMIT %(limit)s
+"""
+
+
+async def list_schedules(
+    conn: Conn, prefix: str, paused: bool | None, after: str | None, limit: int
+) -> list[ScheduleRow]:
+    params = {"prefix": prefix, "paused": paused, "after": after, "limit": limit}
+    return await fetch_all(conn, ScheduleRow, LIST_SCHEDULES, params)
+
+
+# Replace a schedule's settings. Resuming (paused -> not paused) moves active_from to now, so
+# ticks from the pause never run.
+UPDATE_SCHEDULE = """
+UPDATE schedules
+SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, command = %(command)s,
+    overlap = %(overlap)s, catchup_window_seconds = %(catchup_window_seconds)s,
+    timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s,
+    retry_backoff_seconds = %(retry_backoff_seconds)s, jitter_seconds = %(jitter_seconds)s,
+    active_from = CASE WHEN paused AND NOT %(paused)s THEN greatest(active_from, %(at)s)
+                       ELSE active_from END,
+    paused = %(paused)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
+    updated_at = greatest(updated_at, %(at)s)
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING *
+"""
+
+
+async def update_schedule(
+    conn: Conn,
+    schedule_id: UUID,
+    settings: ScheduleSettings,
+    at: datetime,
+    anchor_at: datetime,
+    next_fire_at: datetime,
+) -> ScheduleRow | None:
+    """Replace the settings of a live schedule (raises UniqueViolation for a taken name)."""
+    params = {**asdict(settings), "id": schedule_id, "at": at, "anchor_at": anchor_at}
+    params["next_fire_at"] = next_fire_at
+    return await fetch_one(conn, ScheduleRow, UPDATE_SCHEDULE, params)
+
+
+# Pause or resume at `at` (NULL: now); resuming moves active_from there, so ticks from the
+# pause never run.
+SET_SCHEDULE_PAUSED = """
+UPDATE schedules
+SET active_from = CASE WHEN paused AND NOT %(paused)s
+                       THEN greatest(active_from, coalesce(%(at)s::timestamptz, now()))
+                       ELSE active_from END,
+    paused = %(paused)s, updated_at = greatest(updated_at, coalesce(%(at)s::timestamptz, now()))
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING *
+"""
+
+
+async def set_schedule_paused(
+    conn: Conn, schedule_id: UUID, paused: bool, at: datetime | None = None
+) -> ScheduleRow | None:
+    return await fetch_one(
+        conn, ScheduleRow, SET_SCHEDULE_PAUSED, {"id": schedule_id, "paused": paused, "at": at}
+    )
+
+
+# Delete a schedule: it never fires again; its ledger and runs stay, its name is free.
+DELETE_SCHEDULE = """
+UPDATE schedules SET deleted_at = now(), updated_at = greatest(updated_at, now())
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING id
+"""
+
+
+async def delete_schedule(conn: Conn, schedule_id: UUID) -> bool:
+    cur = await conn.execute(DELETE_SCHEDULE, {"id": schedule_id})
+    return await cur.fetchone() is not None
+
+
+# A schedule's ticks, newest first, before a cursor, with the current status of their runs.
+LIST_TICKS = """
+SELECT k.schedule_id, k.fire_time, k.outcome, k.task_id, k.recorded_at, t.status AS task_status
+FROM schedule_ticks k LEFT JOIN tasks t ON t.id = k.task_id
+WHERE k.schedule_id = %(id)s
+  AND (%(before)s::timestamptz IS NULL OR k.fire_time < %(before)s::timestamptz)
+ORDER BY k.fire_time DESC
+LIMIT %(limit)s
+"""
+
+
+async def list_ticks(
+    conn: Conn, schedule_id: UUID, before: datetime | None, limit: int
+) -> list[TickRow]:
+    return await fetch_all(
+        conn, TickRow, LIST_TICKS, {"id": schedule_id, "before": before, "limit": limit}
+    )
+
+
+# Claim live schedules with a tick due at `now` (NULL: the database clock), earliest first,
+# skipping those another coordinator holds. The lock is held until their ticks are recorded
+# and next_fire_at moved past them, so no tick is handled twice.
+CLAIM_DUE_SCHEDULES = """
+SELECT id, cron, timezone, overlap, paused, catchup_window_seconds, anchor_at, active_from,
+       next_fire_at, coalesce(%(now)s::timestamptz, now()) AS now
+FROM schedules
+WHERE deleted_at IS NULL AND next_fire_at <= coalesce(%(now)s::timestamptz, now())
+ORDER BY next_fire_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+async def claim_due_schedules(conn: Conn, now: datetime | None, limit: int) -> list[DueSchedule]:
+    return await fetch_all(conn, DueSchedule, CLAIM_DUE_SCHEDULES, {"now": now, "limit": limit})
+
+
+# Move claimed schedules to their next fire time.
+ADVANCE_SCHEDULES = """
+UPDATE schedules s SET next_fire_at = n.next_fire_at
+FROM unnest(%(ids)s::uuid[], %(next_fire_at)s::timestamptz[]) AS n (id, next_fire_at)
+WHERE s.id = n.id
+"""
+
+
+async def advance_schedules(conn: Conn, next_fire_at: dict[UUID, datetime]) -> None:
+    await conn.execute(
+        ADVANCE_SCHEDULES,
+        {"ids": list(next_fire_at), "next_fire_at": list(next_fire_at.values())},
+    )
+
+
+# Seconds until the earliest live schedule is due (<= 0: due now); NULL when there is none.
+SECONDS_UNTIL_NEXT_FIRE = """
+SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8
+FROM schedules WHERE deleted_at IS NULL
+"""
+
+
+async def seconds_until_next_fire(conn: Conn) -> float | None:
+    cur = await conn.execute(SECONDS_UNTIL_NEXT_FIRE)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+# The unfinished runs of some schedules, locked so they cannot finish under a cancel.
+LOCK_UNFINISHED_RUNS = f"""
+SELECT schedule_id, id AS task_id FROM tasks
+WHERE schedule_id = ANY(%(ids)s::uuid[]) AND status IN {UNFINISHED}
+ORDER BY created_at
+FOR UPDATE
+"""
+
+
+async def lock_unfinished_runs(conn: Conn, schedule_ids: Sequence[UUID]) -> list[ScheduleRun]:
+    return await fetch_all(conn, ScheduleRun, LOCK_UNFINISHED_RUNS, {"ids": list(schedule_ids)})
+
+
+# Record ticks of claimed schedules and start their runs, in one statement. `intents` is run,
+# missed or skipped_paused; a run tick is started, skipped_overlap (policy skip and a run still
+# unfinished) or cancelled_previous (its schedule is in `cancelled`, whose runs were just
+# cancelled). A tick already in the ledger changes nothing and starts nothing. Each run is
+# claimable from its fire time plus up to jitter_seconds, never earlier.
+RECORD_TICKS = f"""
+WITH planned AS (
+    SELECT * FROM unnest(%(schedule_ids)s::uuid[], %(fire_times)s::timestamptz[],
+                         %(intents)s::text[], %(task_ids)s::uuid[])
+        AS p (schedule_id, fire_time, intent, task_id)
+), decided AS (
+    SELECT p.schedule_id, p.fire_time, p.task_id, s.command, s.timeout_seconds, s.max_retries,
+           s.retry_backoff_seconds, s.jitter_seconds, s.overlap,
+           CASE WHEN p.intent <> 'run' THEN p.intent
+                WHEN p.schedule_id = ANY(%(cancelled)s::uuid[]) THEN 'cancelled_previous'
+                WHEN s.overlap = 'skip' AND EXISTS (
+                    SELECT 1 FROM tasks t
+                    WHERE t.schedule_id = p.schedule_id AND t.status IN {UNFINISHED})
+                THEN 'skipped_overlap'
+                ELSE 'started' END AS outcome
+    FROM planned p JOIN schedules s ON s.id = p.schedule_id
+), ticked AS (
+    INSERT INTO schedule_ticks (schedule_id, fire_time, outcome, task_id, recorded_at)
+    SELECT schedule_id, fire_time, outcome,
+           CASE WHEN outcome IN ('started', 'cancelled_previous') THEN task_id END,
+           %(now)s::timestamptz
+    FROM decided
+    ON CONFLICT (schedule_id, fire_time) DO NOTHING
+    RETURNING schedule_id, fire_time, outcome, task_id
+), started AS (
+    INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
+                       timeout_seconds, schedule_id, fire_time, exclusive_run)
+    SELECT d.task_id, d.command, d.fire_time,
+           d.fire_time + make_interval(secs => random() * d.jitter_seconds),
+           d.max_retries, d.retry_backoff_seconds, d.timeout_seconds, d.schedule_id,
+           d.fire_time, d.overlap <> 'allow'
+    FROM ticked k JOIN decided d USING (schedule_id, fire_time)
+    WHERE k.task_id IS NOT NULL
+)
+SELECT outcome, count(*)::int FROM ticked GROUP BY outcome
+"""
+
+
+async def record_ticks(
+    conn: Conn,
+    ticks: Sequence[tuple[UUID, datetime, str]],
+    cancelled: Sequence[UUID],
+    now: datetime,
+) -> dict[str, int]:
+    """Record (schedule_id, fire_time, intent) ticks; returns how many got each outcome."""
+    cur = await conn.execute(
+        RECORD_TICKS,
+        {
+            "schedule_ids": [t[0] for t in ticks],
+            "fire_times": [t[1] for t in ticks],
+            "intents": [t[2] for t in ticks],
+            "task_ids": [uuid4() for _ in ticks],
+            "cancelled": list(cancelled),
+            "now": now,
+        },
+    )
+    return {str(outcome): int(n) for outcome, n in await cur.fetchall()}
+
+
+# A run of a schedule outside its cron (POST /schedules/{id}/trigger): due now, no tick.
+INSERT_TRIGGERED_RUN = """
+INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
+                   timeout_seconds, schedule_id, exclusive_run)
+SELECT %(task_id)s, command, now(), now(), max_retries, retry_backoff_seconds, timeout_seconds,
+       id, overlap <> 'allow'
+FROM schedules WHERE id = %(id)s
+RETURNING *
+"""
+
+
+async def insert_triggered_run(conn: Conn, schedule_id: UUID) -> TaskRow | None:
+    params = {"id": schedule_id, "task_id": uuid4()}
+    return await fetch_one(conn, TaskRow, INSERT_TRIGGERED_RUN, params)
+
+
+async def cancel_unfinished_runs(conn: Conn, schedule_ids: Sequence[UUID]) -> list[ScheduleRun]:
+    """Cancel the unfinished runs of these schedules (stopping attempts on their workers)."""
+    runs = await lock_unfinished_runs(conn, schedule_ids)
+    for run in runs:
+        await cancel_task(conn, run.task_id)
+    return runs

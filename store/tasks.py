@@ -1,0 +1,189 @@
+"""Tasks as the HTTP edge writes and reads them: insert, look up, list, cancel, retry.
+
+Functions take a connection; the caller owns the transaction. The database clock (`now()`)
+decides when work is due, so no two machines' clocks are ever compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from psycopg.rows import class_row
+
+from store.db import Conn, fetch_all, fetch_one
+from store.models import AttemptRow, NewTask, TaskRow
+from store.vocabulary import TaskStatus
+from store.wakeups import WAKEUP_CHANNEL, Topic
+
+# Insert a task; with an idempotency key already taken, insert nothing and return nothing.
+INSERT_TASK = """
+INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
+                   timeout_seconds, idempotency_key, request_hash)
+SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
+       %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s
+FROM (SELECT coalesce(
+          %(scheduled_at)s::timestamptz,
+          now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *
+"""
+
+
+async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None:
+    """Insert a task; None when its idempotency key is already taken."""
+    return await fetch_one(
+        conn,
+        TaskRow,
+        INSERT_TASK,
+        {
+            "id": task_id,
+            "command": new.command,
+            "scheduled_at": new.scheduled_at,
+            "delay_seconds": new.delay_seconds,
+            "max_retries": new.max_retries,
+            "retry_backoff_seconds": new.retry_backoff_seconds,
+            "timeout_seconds": new.timeout_seconds,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+        },
+    )
+
+
+# Insert tasks without idempotency keys (parallel arrays, one element per task) and wake the
+# coordinators' dispatchers, all in one statement: the scheduler's group commit.
+INSERT_TASKS = f"""
+WITH new AS (
+    INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
+                       timeout_seconds)
+    SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
+           n.timeout_seconds
+    FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
+                %(delay_seconds)s::float8[], %(max_retries)s::int[],
+                %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[])
+         AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
+               timeout_seconds)
+    CROSS JOIN LATERAL (
+        SELECT coalesce(n.scheduled_at,
+                        now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
+    ) AS s (at)
+    RETURNING *
+), woke AS (
+    SELECT pg_notify('{WAKEUP_CHANNEL}', '{Topic.TASKS}')
+)
+SELECT new.* FROM new, woke
+"""
+
+
+async def insert_tasks(conn: Conn, new: Sequence[tuple[UUID, NewTask]]) -> list[TaskRow]:
+    """Insert tasks that carry no idempotency key; rows come back in no particular order."""
+    return await fetch_all(
+        conn,
+        TaskRow,
+        INSERT_TASKS,
+        {
+            "ids": [task_id for task_id, _ in new],
+            "commands": [t.command for _, t in new],
+            "scheduled_at": [t.scheduled_at for _, t in new],
+            "delay_seconds": [t.delay_seconds for _, t in new],
+            "max_retries": [t.max_retries for _, t in new],
+            "retry_backoff_seconds": [t.retry_backoff_seconds for _, t in new],
+            "timeout_seconds": [t.timeout_seconds for _, t in new],
+        },
+    )
+
+
+# One task by id.
+SELECT_TASK = "SELECT * FROM tasks WHERE id = %(id)s"
+
+
+async def get_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    return await fetch_one(conn, TaskRow, SELECT_TASK, {"id": task_id})
+
+
+# Tasks by id (ids not found are left out).
+SELECT_TASKS_BY_ID = "SELECT * FROM tasks WHERE id = ANY(%(ids)s::uuid[])"
+
+
+async def get_tasks(conn: Conn, task_ids: Sequence[UUID]) -> list[TaskRow]:
+    return await fetch_all(conn, TaskRow, SELECT_TASKS_BY_ID, {"ids": list(task_ids)})
+
+
+# A page of tasks, newest first, optionally of one status, older than the task `before`.
+LIST_TASKS = """
+SELECT * FROM tasks
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(before)s::uuid IS NULL
+       OR (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = %(before)s))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+
+async def list_tasks(
+    conn: Conn, status: TaskStatus | None, before: UUID | None, limit: int
+) -> list[TaskRow]:
+    return await fetch_all(
+        conn, TaskRow, LIST_TASKS, {"status": status, "before": before, "limit": limit}
+    )
+
+
+# The task created earlier under an idempotency key.
+SELECT_TASK_BY_IDEMPOTENCY_KEY = "SELECT * FROM tasks WHERE idempotency_key = %(key)s"
+
+
+async def get_task_by_idempotency_key(conn: Conn, key: str) -> TaskRow | None:
+    return await fetch_one(conn, TaskRow, SELECT_TASK_BY_IDEMPOTENCY_KEY, {"key": key})
+
+
+# Every attempt of a task, oldest first.
+SELECT_ATTEMPTS = "SELECT * FROM attempts WHERE task_id = %(task_id)s ORDER BY attempt"
+
+
+async def list_attempts(conn: Conn, task_id: UUID) -> list[AttemptRow]:
+    return await fetch_all(conn, AttemptRow, SELECT_ATTEMPTS, {"task_id": task_id})
+
+
+# Lock a task before deciding how to cancel it.
+LOCK_TASK = "SELECT * FROM tasks WHERE id = %(id)s FOR UPDATE"
+
+
+async def lock_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    return await fetch_one(conn, TaskRow, LOCK_TASK, {"id": task_id})
+
+
+# Ask the worker of the task's open attempt to stop it.
+REQUEST_ATTEMPT_STOP = """
+UPDATE attempts SET cancel_requested_at = now()
+WHERE task_id = %(task_id)s AND ended_at IS NULL AND cancel_requested_at IS NULL
+"""
+
+# Mark a queued or running task cancelled; a running attempt is stopped separately.
+CANCEL_TASK = """
+UPDATE tasks SET status = 'cancelled', cancelled_at = now(), completed_at = now(),
+                 last_reason = 'cancelled'
+WHERE id = %(id)s AND status IN ('queued', 'dispatched', 'running')
+RETURNING *
+"""
+
+
+async def cancel_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    """Cancel a task that has not finished and ask its open attempt to stop; None if finished."""
+    cur = conn.cursor(row_factory=class_row(TaskRow))
+    await cur.execute(REQUEST_ATTEMPT_STOP, {"task_id": task_id})
+    await cur.execute(CANCEL_TASK, {"id": task_id})
+    return await cur.fetchone()
+
+
+# Put a failed task back in the queue as if new: due now, with its retries restored.
+REQUEUE_FAILED_TASK = """
+UPDATE tasks SET status = 'queued', run_at = greatest(scheduled_at, now()), failures = 0,
+                 worker_id = NULL, picked_at = NULL, started_at = NULL, exit_code = NULL,
+                 output_path = NULL, completed_at = NULL, failed_at = NULL
+WHERE id = %(id)s AND status = 'failed'
+RETURNING *
+"""
+
+
+async def requeue_failed_task(conn: Conn, task_id: UUID) -> TaskRow | None:
+    return await fetch_one(conn, TaskRow, REQUEUE_FAILED_TASK, {"id": task_id})

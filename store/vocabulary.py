@@ -1,0 +1,101 @@
+"""The words skiplock's rows use: statuses, end reasons, tick outcomes and overlap policies.
+
+Each enum mirrors a `CHECK (… IN (…))` list of the DDL (tests/test_vocabulary.py compares them
+with the migrated database). Policies that depend on these words are decided here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    """tasks.status (docs/RELIABILITY.md has the life cycle)."""
+
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Terminal: only an explicit retry takes a failed task back to the queue."""
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+# A schedule's unfinished runs (its overlap policy looks at them): every status not finished.
+UNFINISHED_TASK_STATUSES = tuple(s for s in TaskStatus if not s.finished)
+
+
+class AttemptStatus(StrEnum):
+    """attempts.status: open while dispatched or running, then ended exactly once."""
+
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class EndReason(StrEnum):
+    """attempts.reason: why a failed or cancelled attempt ended (docs/RELIABILITY.md says who
+    decides each one)."""
+
+    EXIT_CODE = "exit_code"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    WORKER_SHUTDOWN = "worker_shutdown"
+    SPAWN_FAILED = "spawn_failed"
+    WORKER_REFUSED = "worker_refused"
+    WORKER_UNREACHABLE = "worker_unreachable"
+    DISPATCH_LOST = "dispatch_lost"
+    CANCELLED = "cancelled"
+
+    @property
+    def uses_retry(self) -> bool:
+        """Whether a failure for this reason uses up one of the task's retries: the command
+        may have had effects. A hand-over that never reached the worker is free (the task is
+        queued again after a short pause); a cancelled task is not retried at all."""
+        return self not in _FREE_OF_RETRY
+
+
+_FREE_OF_RETRY = frozenset(
+    {
+        EndReason.WORKER_REFUSED,
+        EndReason.WORKER_UNREACHABLE,
+        EndReason.DISPATCH_LOST,
+        EndReason.CANCELLED,
+    }
+)
+
+
+class TickOutcome(StrEnum):
+    """schedule_ticks.outcome (docs/SCHEDULES.md, "The tick ledger")."""
+
+    STARTED = "started"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    SKIPPED_PAUSED = "skipped_paused"
+    MISSED = "missed"
+    CANCELLED_PREVIOUS = "cancelled_previous"
+
+    @property
+    def starts_run(self) -> bool:
+        """The tick started a run (its ledger row names the task)."""
+        return self in (TickOutcome.STARTED, TickOutcome.CANCELLED_PREVIOUS)
+
+
+class OverlapPolicy(StrEnum):
+    """schedules.overlap: what a run does while an earlier run of its schedule is unfinished."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    CANCEL_PREVIOUS = "cancel_previous"
+
+
+def sql_list(words: Iterable[StrEnum]) -> str:
+    """Words as an SQL list for `IN`, e.g. ('queued', 'running'): for statements whose word
+    sets are decided here (the words are fixed identifiers, never user input)."""
+    return "(" + ", ".join(f"'{word.value}'" for word in words) + ")"
