@@ -318,9 +318,10 @@ def test_cancel_while_the_hand_over_is_in_flight(cluster_factory, db, tmp_path):
             assert response.status_code == 200 and response.json()["status"] == "cancelled"
         ended = wait_attempt(db, task_id, 1, "ended_at IS NOT NULL", timeout=20)
         assert (ended["status"], ended["reason"]) == ("cancelled", "cancelled")
-        if pids.exists():  # it may have started before the stop reached it; then it is gone
-            started = read_pids(pids, 2)
-            wait_for(lambda: not any(pid_alive(p) for p in started), 10, message="the kill")
+        # It may have started before the stop reached it, even be stopped before it wrote its
+        # pids (the file is then empty): whatever it wrote is gone once its attempt has ended.
+        started = [int(p) for p in pids.read_text().split()] if pids.exists() else []
+        wait_for(lambda: not any(pid_alive(p) for p in started), 10, message="the kill")
     audit(db, [task_id])
 
 
