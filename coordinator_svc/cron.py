@@ -1,16 +1,11 @@
 """Firing cron schedules: any number of coordinators, no leader, each tick decided once.
 
-A pass claims due schedules with SKIP LOCKED, works out their ticks up to now, records every
-tick in the ledger with its outcome, starts the runs, and moves each schedule's next_fire_at
+A pass claims due schedules with SKIP LOCKED, works out their ticks up to now, locks their
+unfinished runs, decides every tick (store/ticks.py), cancels the runs that the decisions
+cancel, records the ticks in the ledger with their runs, and moves each schedule's next_fire_at
 past what it recorded, all in one transaction. Another coordinator skips the locked schedules,
 and once the pass commits they are no longer due, so no tick is decided twice; the ledger's
 key and the one-task-per-tick index back that up.
-
-A tick is decided by its age when a pass sees it:
-  - before the schedule's active_from (a resume) or while it is paused: skipped_paused;
-  - older than the catch-up window: missed (the coordinators were down or far behind);
-  - otherwise it runs, subject to the overlap policy: started, skipped_overlap or
-    cancelled_previous.
 """
 
 from __future__ import annotations
@@ -18,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -31,9 +26,11 @@ from common.cronspec import CronError, CronSpec, iter_fire_times, parse
 from common.loops import wait_any
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.wakeups import Wakeups
-from store import schedules
+from store import schedules, tasks
 from store.db import DB_ERRORS, in_transaction
 from store.models import DueSchedule
+from store.ticks import DecidedTick, Tick, decide_ticks
+from store.vocabulary import OverlapPolicy, TickOutcome
 from store.wakeups import Topic, notify_wakeup
 
 log = logging.getLogger(__name__)
@@ -44,8 +41,6 @@ BATCH = 500
 MAX_TICKS_PER_PASS = 1000
 # A schedule whose fire times cannot be computed (e.g. its zone vanished) is retried this late.
 POSTPONE_BROKEN = timedelta(minutes=5)
-
-Tick = tuple[UUID, datetime, str]  # schedule id, fire time, intent: run | missed | skipped_paused
 
 
 @dataclass
@@ -59,8 +54,8 @@ class PassResult:
     def topics(self) -> list[Topic]:
         """What the pass gave other loops to do: runs to dispatch, runs to stop."""
         wanted = {
-            Topic.TASKS: self.outcomes["started"] + self.outcomes["cancelled_previous"],
-            Topic.STOPS: self.outcomes["cancelled_previous"],
+            Topic.TASKS: sum(n for o, n in self.outcomes.items() if TickOutcome(o).starts_run),
+            Topic.STOPS: self.outcomes[TickOutcome.CANCELLED_PREVIOUS],
         }
         return [topic for topic, count in wanted.items() if count]
 
@@ -92,40 +87,6 @@ def fires_until(
     return sequences[key]
 
 
-def plan_ticks(
-    due: DueSchedule, limit: int = MAX_TICKS_PER_PASS, sequences: Sequences | None = None
-) -> tuple[list[Tick], datetime]:
-    """The schedule's ticks from next_fire_at up to now (at most `limit`) with their intents,
-    and the fire time after the last of them."""
-    fires, following = fires_until(due, limit, {} if sequences is None else sequences)
-    oldest_runnable = due.now - timedelta(seconds=due.catchup_window_seconds)
-    ticks: list[Tick] = []
-    for fire in fires:
-        if due.paused or fire < due.active_from:
-            intent = "skipped_paused"
-        elif fire < oldest_runnable:
-            intent = "missed"
-        else:
-            intent = "run"
-        ticks.append((due.id, fire, intent))
-    return ticks, following
-
-
-def rounds_of(plans: list[list[Tick]]) -> list[list[Tick]]:
-    """Split ticks into statements: ticks that run must see the runs started by earlier ticks
-    of their schedule, so the k-th run tick of each schedule goes into round k; ticks that do
-    not run need no such order and all go into the first round."""
-    rounds: list[list[Tick]] = [[]]
-    for ticks in plans:
-        runs = [t for t in ticks if t[2] == "run"]
-        rounds[0].extend(t for t in ticks if t[2] != "run")
-        for k, tick in enumerate(runs):
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(tick)
-    return [r for r in rounds if r]
-
-
 async def fire_due(
     conn: psycopg.AsyncConnection[Any], now: datetime | None = None, batch: int = BATCH
 ) -> PassResult:
@@ -134,31 +95,45 @@ async def fire_due(
     result = PassResult(claimed=len(due), full=len(due) == batch)
     if not due:
         return result
-    plans: list[list[Tick]] = []
+    fires: dict[UUID, list[datetime]] = {}
     next_fire_at: dict[UUID, datetime] = {}
     sequences: Sequences = {}
     for schedule in due:
         try:
-            ticks, next_fire_at[schedule.id] = plan_ticks(schedule, sequences=sequences)
+            fires[schedule.id], next_fire_at[schedule.id] = fires_until(
+                schedule, MAX_TICKS_PER_PASS, sequences
+            )
         except CronError as exc:
             log.error("schedule %s cannot be computed (%s); retrying later", schedule.id, exc)
             next_fire_at[schedule.id] = schedule.now + POSTPONE_BROKEN
-            continue
-        plans.append(ticks)
-        result.planned += len(ticks)
-    overlap = {s.id: s.overlap for s in due}
-    for ticks in rounds_of(plans):
-        to_cancel = [t[0] for t in ticks if t[2] == "run" and overlap[t[0]] == "cancel_previous"]
-        cancelled = await schedules.cancel_unfinished_runs(conn, to_cancel) if to_cancel else []
-        result.outcomes.update(
-            await schedules.record_ticks(
-                conn, ticks, sorted({run.schedule_id for run in cancelled}), due[0].now
-            )
-        )
+    unfinished = await unfinished_runs(conn, [s for s in due if s.id in fires])
+    decided: list[tuple[UUID, DecidedTick]] = []
+    to_cancel: list[UUID] = []
+    for schedule in due:
+        if schedule.id in fires:
+            ticks = [Tick(fire, schedule.now, uuid4()) for fire in fires[schedule.id]]
+            ticks_decided, cancelled = decide_ticks(schedule, unfinished[schedule.id], ticks)
+            decided += [(schedule.id, tick) for tick in ticks_decided]
+            to_cancel += cancelled
+    result.planned = len(decided)
+    await tasks.cancel_tasks(conn, to_cancel)
+    result.outcomes.update(await schedules.record_ticks(conn, decided, due[0].now))
     await schedules.advance_schedules(conn, next_fire_at)
     if result.topics:  # other coordinators' dispatchers and stop loops
         await notify_wakeup(conn, *result.topics)
     return result
+
+
+async def unfinished_runs(
+    conn: psycopg.AsyncConnection[Any], due: list[DueSchedule]
+) -> defaultdict[UUID, list[UUID]]:
+    """The unfinished runs of the schedules, locked until the pass commits. Runs of `allow`
+    schedules never change a decision, and locking them would hold back their dispatch."""
+    watched = [s.id for s in due if s.overlap != OverlapPolicy.ALLOW]
+    runs: defaultdict[UUID, list[UUID]] = defaultdict(list)
+    for run in await schedules.lock_unfinished_runs(conn, watched) if watched else []:
+        runs[run.schedule_id].append(run.task_id)
+    return runs
 
 
 async def cron_loop(

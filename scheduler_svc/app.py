@@ -152,7 +152,7 @@ async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
         current = await tasks.lock_task(conn, tid)
         if current is None or TaskStatus(current.status).finished:
             return current
-        cancelled = await tasks.cancel_task(conn, tid)
+        (cancelled,) = await tasks.cancel_tasks(conn, [tid])  # locked, and not finished
         await notify_wakeup(conn, Topic.STOPS)
         return cancelled
 

@@ -26,10 +26,11 @@ from scheduler_svc.schedule_models import (
     schedule_view,
     tick_view,
 )
-from store import schedules
+from store import schedules, tasks
 from store.db import in_transaction
 from store.models import ScheduleRow, ScheduleSettings, TaskRow
-from store.vocabulary import OverlapPolicy
+from store.ticks import decide_tick
+from store.vocabulary import TickOutcome
 from store.wakeups import Topic, notify_wakeup
 
 router = APIRouter()
@@ -194,30 +195,29 @@ async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
     """Start one run now, outside the cron and even when paused, under the overlap policy."""
     sid = parse_schedule_id(schedule_id)
 
-    async def trigger(conn: Conn) -> tuple[TaskRow, list[str]]:
+    async def trigger(conn: Conn) -> tuple[TaskRow, tuple[uuid.UUID, ...]]:
         schedule = await schedules.lock_schedule(conn, sid)
         if schedule is None:
             raise not_found(sid)
-        cancelled = []
-        if schedule.overlap == OverlapPolicy.SKIP:
-            unfinished = await schedules.lock_unfinished_runs(conn, [sid])
-            if unfinished:
-                raise HTTPException(
-                    409,
-                    f"run {unfinished[0].task_id} of this schedule has not finished and its "
-                    "overlap policy is 'skip'",
-                )
-        elif schedule.overlap == OverlapPolicy.CANCEL_PREVIOUS:
-            cancelled = await schedules.cancel_unfinished_runs(conn, [sid])
+        unfinished = [run.task_id for run in await schedules.lock_unfinished_runs(conn, [sid])]
+        decision = decide_tick(schedule, unfinished, None)
+        if decision.outcome == TickOutcome.SKIPPED_OVERLAP:
+            raise HTTPException(
+                409,
+                f"run {unfinished[0]} of this schedule has not finished and its "
+                "overlap policy is 'skip'",
+            )
+        await tasks.cancel_tasks(conn, decision.cancel)  # all of them: they are locked
         task = await schedules.insert_triggered_run(conn, sid)
         assert task is not None  # the schedule is locked
-        topics = [Topic.TASKS] + ([Topic.STOPS] if cancelled else [])
+        topics = [Topic.TASKS] + ([Topic.STOPS] if decision.cancel else [])
         await notify_wakeup(conn, *topics)
-        return task, [str(run.task_id) for run in cancelled]
+        return task, decision.cancel
 
     task, cancelled = await in_transaction(pool_of(request), trigger)
+    cancelled_ids = [str(run_id) for run_id in cancelled]
     return JSONResponse(
-        {"task": task_status_view(task), "cancelled_task_ids": cancelled}, status_code=201
+        {"task": task_status_view(task), "cancelled_task_ids": cancelled_ids}, status_code=201
     )
 
 

@@ -12,14 +12,10 @@ from dataclasses import asdict
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from store.db import Conn, fetch_all, fetch_one
+from store.db import Conn, fetch_all, fetch_one, unnest_arrays
 from store.models import DueSchedule, ScheduleRow, ScheduleRun, ScheduleSettings, TaskRow, TickRow
-from store.tasks import cancel_task
+from store.ticks import DecidedTick
 from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
-
-# Tasks in these states are a schedule's unfinished runs, which its overlap policy looks at.
-UNFINISHED = sql_list(UNFINISHED_TASK_STATUSES)
-
 
 # The database clock at this statement: schedules are anchored and previewed by it.
 DATABASE_NOW = "SELECT statement_timestamp()"
@@ -220,10 +216,11 @@ async def seconds_until_next_fire(conn: Conn) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-# The unfinished runs of some schedules, locked so they cannot finish under a cancel.
+# The unfinished runs of some schedules, which their overlap policies look at, locked so they
+# cannot finish while a tick or a trigger is decided and carried out.
 LOCK_UNFINISHED_RUNS = f"""
 SELECT schedule_id, id AS task_id FROM tasks
-WHERE schedule_id = ANY(%(ids)s::uuid[]) AND status IN {UNFINISHED}
+WHERE schedule_id = ANY(%(ids)s::uuid[]) AND status IN {sql_list(UNFINISHED_TASK_STATUSES)}
 ORDER BY created_at
 FOR UPDATE
 """
@@ -233,43 +230,35 @@ async def lock_unfinished_runs(conn: Conn, schedule_ids: Sequence[UUID]) -> list
     return await fetch_all(conn, ScheduleRun, LOCK_UNFINISHED_RUNS, {"ids": list(schedule_ids)})
 
 
-# Record ticks of claimed schedules and start their runs, in one statement. `intents` is run,
-# missed or skipped_paused; a run tick is started, skipped_overlap (policy skip and a run still
-# unfinished) or cancelled_previous (its schedule is in `cancelled`, whose runs were just
-# cancelled). A tick already in the ledger changes nothing and starts nothing. Each run is
-# claimable from its fire time plus up to jitter_seconds, never earlier.
-RECORD_TICKS = f"""
-WITH planned AS (
+# Record decided ticks of claimed schedules and create their runs, in one statement (the
+# outcomes were decided by store.ticks; nothing is decided here). A tick already in the ledger
+# changes nothing and creates nothing. Each run is claimable from its fire time plus up to
+# jitter_seconds, never earlier; a run that a later tick of the same pass cancelled is created
+# cancelled, as if it had been cancelled right after it was created.
+RECORD_TICKS = """
+WITH decided AS (
     SELECT * FROM unnest(%(schedule_ids)s::uuid[], %(fire_times)s::timestamptz[],
-                         %(intents)s::text[], %(task_ids)s::uuid[])
-        AS p (schedule_id, fire_time, intent, task_id)
-), decided AS (
-    SELECT p.schedule_id, p.fire_time, p.task_id, s.command, s.timeout_seconds, s.max_retries,
-           s.retry_backoff_seconds, s.jitter_seconds, s.overlap,
-           CASE WHEN p.intent <> 'run' THEN p.intent
-                WHEN p.schedule_id = ANY(%(cancelled)s::uuid[]) THEN 'cancelled_previous'
-                WHEN s.overlap = 'skip' AND EXISTS (
-                    SELECT 1 FROM tasks t
-                    WHERE t.schedule_id = p.schedule_id AND t.status IN {UNFINISHED})
-                THEN 'skipped_overlap'
-                ELSE 'started' END AS outcome
-    FROM planned p JOIN schedules s ON s.id = p.schedule_id
+                         %(outcomes)s::text[], %(run_ids)s::uuid[], %(runs_cancelled)s::bool[])
+        AS d (schedule_id, fire_time, outcome, run_id, run_cancelled)
 ), ticked AS (
     INSERT INTO schedule_ticks (schedule_id, fire_time, outcome, task_id, recorded_at)
-    SELECT schedule_id, fire_time, outcome,
-           CASE WHEN outcome IN ('started', 'cancelled_previous') THEN task_id END,
-           %(now)s::timestamptz
-    FROM decided
+    SELECT schedule_id, fire_time, outcome, run_id, %(now)s::timestamptz FROM decided
     ON CONFLICT (schedule_id, fire_time) DO NOTHING
     RETURNING schedule_id, fire_time, outcome, task_id
 ), started AS (
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                       timeout_seconds, schedule_id, fire_time, exclusive_run)
-    SELECT d.task_id, d.command, d.fire_time,
-           d.fire_time + make_interval(secs => random() * d.jitter_seconds),
-           d.max_retries, d.retry_backoff_seconds, d.timeout_seconds, d.schedule_id,
-           d.fire_time, d.overlap <> 'allow'
-    FROM ticked k JOIN decided d USING (schedule_id, fire_time)
+                       timeout_seconds, schedule_id, fire_time, exclusive_run, status,
+                       cancelled_at, completed_at, last_reason)
+    SELECT k.task_id, s.command, k.fire_time,
+           k.fire_time + make_interval(secs => random() * s.jitter_seconds),
+           s.max_retries, s.retry_backoff_seconds, s.timeout_seconds, s.id, k.fire_time,
+           s.overlap <> 'allow',
+           CASE WHEN d.run_cancelled THEN 'cancelled' ELSE 'queued' END,
+           CASE WHEN d.run_cancelled THEN now() END, CASE WHEN d.run_cancelled THEN now() END,
+           CASE WHEN d.run_cancelled THEN 'cancelled' END
+    FROM ticked k
+    JOIN decided d USING (schedule_id, fire_time)
+    JOIN schedules s ON s.id = k.schedule_id
     WHERE k.task_id IS NOT NULL
 )
 SELECT outcome, count(*)::int FROM ticked GROUP BY outcome
@@ -277,20 +266,20 @@ SELECT outcome, count(*)::int FROM ticked GROUP BY outcome
 
 
 async def record_ticks(
-    conn: Conn,
-    ticks: Sequence[tuple[UUID, datetime, str]],
-    cancelled: Sequence[UUID],
-    now: datetime,
+    conn: Conn, decided: Sequence[tuple[UUID, DecidedTick]], now: datetime
 ) -> dict[str, int]:
-    """Record (schedule_id, fire_time, intent) ticks; returns how many got each outcome."""
+    """Record (schedule_id, decided tick) pairs; returns how many got each outcome."""
     cur = await conn.execute(
         RECORD_TICKS,
         {
-            "schedule_ids": [t[0] for t in ticks],
-            "fire_times": [t[1] for t in ticks],
-            "intents": [t[2] for t in ticks],
-            "task_ids": [uuid4() for _ in ticks],
-            "cancelled": list(cancelled),
+            "schedule_ids": [schedule_id for schedule_id, _ in decided],
+            **unnest_arrays(
+                [tick for _, tick in decided],
+                fire_times="fire_time",
+                outcomes="outcome",
+                run_ids="run_id",
+                runs_cancelled="run_cancelled",
+            ),
             "now": now,
         },
     )
@@ -311,11 +300,3 @@ RETURNING *
 async def insert_triggered_run(conn: Conn, schedule_id: UUID) -> TaskRow | None:
     params = {"id": schedule_id, "task_id": uuid4()}
     return await fetch_one(conn, TaskRow, INSERT_TRIGGERED_RUN, params)
-
-
-async def cancel_unfinished_runs(conn: Conn, schedule_ids: Sequence[UUID]) -> list[ScheduleRun]:
-    """Cancel the unfinished runs of these schedules (stopping attempts on their workers)."""
-    runs = await lock_unfinished_runs(conn, schedule_ids)
-    for run in runs:
-        await cancel_task(conn, run.task_id)
-    return runs

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from psycopg.rows import class_row
-
 from store.db import Conn, fetch_all, fetch_one
 from store.models import AttemptRow, NewTask, TaskRow
-from store.vocabulary import TaskStatus
+from store.vocabulary import UNFINISHED_TASK_STATUSES, TaskStatus, sql_list
 from store.wakeups import WAKEUP_CHANNEL, Topic
 
 # Insert a task; with an idempotency key already taken, insert nothing and return nothing.
@@ -152,27 +150,25 @@ async def lock_task(conn: Conn, task_id: UUID) -> TaskRow | None:
     return await fetch_one(conn, TaskRow, LOCK_TASK, {"id": task_id})
 
 
-# Ask the worker of the task's open attempt to stop it.
-REQUEST_ATTEMPT_STOP = """
-UPDATE attempts SET cancel_requested_at = now()
-WHERE task_id = %(task_id)s AND ended_at IS NULL AND cancel_requested_at IS NULL
-"""
-
-# Mark a queued or running task cancelled; a running attempt is stopped separately.
-CANCEL_TASK = """
+# Cancel tasks that have not finished, and ask the workers of their open attempts to stop them.
+CANCEL_TASKS = f"""
+WITH stopping AS (
+    UPDATE attempts SET cancel_requested_at = now()
+    WHERE task_id = ANY(%(ids)s::uuid[]) AND ended_at IS NULL AND cancel_requested_at IS NULL
+)
 UPDATE tasks SET status = 'cancelled', cancelled_at = now(), completed_at = now(),
                  last_reason = 'cancelled'
-WHERE id = %(id)s AND status IN ('queued', 'dispatched', 'running')
+WHERE id = ANY(%(ids)s::uuid[]) AND status IN {sql_list(UNFINISHED_TASK_STATUSES)}
 RETURNING *
 """
 
 
-async def cancel_task(conn: Conn, task_id: UUID) -> TaskRow | None:
-    """Cancel a task that has not finished and ask its open attempt to stop; None if finished."""
-    cur = conn.cursor(row_factory=class_row(TaskRow))
-    await cur.execute(REQUEST_ATTEMPT_STOP, {"task_id": task_id})
-    await cur.execute(CANCEL_TASK, {"id": task_id})
-    return await cur.fetchone()
+async def cancel_tasks(conn: Conn, task_ids: Sequence[UUID]) -> list[TaskRow]:
+    """Cancel the tasks that have not finished (a running attempt is stopped by its
+    coordinator's stop loop); returns those cancelled."""
+    if not task_ids:
+        return []
+    return await fetch_all(conn, TaskRow, CANCEL_TASKS, {"ids": list(task_ids)})
 
 
 # Put a failed task back in the queue as if new: due now, with its retries restored.
