@@ -31,6 +31,32 @@ async def wait_any(events: list[asyncio.Event], seconds: float) -> None:
             w.cancel()
 
 
+class Backoff:
+    """Waits between failed tries of the same thing: `first` seconds, then twice as long after
+    each failure up to `cap`; `reset` after a success starts over."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    @property
+    def next_delay(self) -> float:
+        return self._next
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    async def wait(self, stop: asyncio.Event | None = None) -> bool:
+        """Sleep the current delay (cut short when `stop` is set) and lengthen the next one;
+        returns whether stop is set."""
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        if stop is None:
+            await asyncio.sleep(delay)
+            return False
+        return await sleep_or_stop(stop, delay)
+
+
 class Pacer:
     """Spaces repeated work at least `interval` seconds apart: the first call after a quiet
     spell goes at once, and under load each call takes everything that piled up meanwhile, so

@@ -1,4 +1,4 @@
-"""Claiming due tasks and handing them to workers; delivering cancellations."""
+"""The dispatch loop: claiming due tasks and handing them over to their workers."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg_pool import AsyncConnectionPool
 
-from common.grpc_auth import call_metadata
 from common.loops import Pacer, wait_any
 from coordinator_svc.config import CoordinatorConfig
+from coordinator_svc.endings import record_endings
 from coordinator_svc.wakeups import Wakeups
+from coordinator_svc.worker_stubs import WorkerStubs
 from proto import skiplock_pb2 as pb
-from proto import skiplock_pb2_grpc as pb_grpc
 from store import dispatch
 from store.db import DB_ERRORS, in_transaction
-from store.models import AttemptEnd, Claim, ClaimedAttempt, StopRequest
+from store.models import AttemptEnd, Claim, ClaimedAttempt
 from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
@@ -37,32 +37,18 @@ def by_worker(attempts: list[ClaimedAttempt]) -> list[list[ClaimedAttempt]]:
     return list(groups.values())
 
 
-class WorkerStubs:
-    """One channel per worker address, reused across calls."""
-
-    def __init__(self, token: str | None) -> None:
-        self.metadata = call_metadata(token)
-        self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.WorkerStub]] = {}
-
-    def get(self, address: str) -> pb_grpc.WorkerStub:
-        if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(address)
-            self._stubs[address] = (channel, pb_grpc.WorkerStub(channel))
-        return self._stubs[address][1]
-
-    async def close(self) -> None:
-        for channel, _ in self._stubs.values():
-            await channel.close()
-
-
 class Dispatcher:
     def __init__(
-        self, pool: AsyncConnectionPool, config: CoordinatorConfig, wakeups: Wakeups
+        self,
+        pool: AsyncConnectionPool,
+        config: CoordinatorConfig,
+        wakeups: Wakeups,
+        stubs: WorkerStubs,
     ) -> None:
         self.pool = pool
         self.config = config
         self.wakeups = wakeups
-        self.stubs = WorkerStubs(config.token)
+        self.stubs = stubs
         self.rotation = 0
         self._handovers: set[asyncio.Task[None]] = set()
 
@@ -142,7 +128,7 @@ class Dispatcher:
             )
             for attempt, reason, detail in refused
         ]
-        await self.end_with_retry(ends)
+        await record_endings(self.pool, ends)
         self.wakeups.dispatch.set()
 
     def submit_request(self, claimed: ClaimedAttempt) -> pb.SubmitTaskRequest:
@@ -156,55 +142,6 @@ class Dispatcher:
             kill_grace_ms=round(self.config.kill_grace * 1000),
         )
 
-    async def end_with_retry(self, ends: list[AttemptEnd]) -> None:
-        """Record endings decided here, in one statement; keep trying through a database
-        outage."""
-        delay = 0.2
-        while True:
-            try:
-                await in_transaction(
-                    self.pool, lambda conn: dispatch.end_attempts(conn, ends), atomic=False
-                )
-                return
-            except DB_ERRORS as exc:
-                log.warning("could not record attempt end (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     async def finish_handovers(self) -> None:
         if self._handovers:
             await asyncio.wait(list(self._handovers), timeout=self.config.submit_timeout + 1)
-        await self.stubs.close()
-
-    async def stop_loop(self, stop: asyncio.Event) -> None:
-        """Tell workers to stop attempts whose task was cancelled (re-sent until they end)."""
-        while not stop.is_set():
-            self.wakeups.stops.clear()
-            try:
-                requests = await in_transaction(
-                    self.pool, lambda conn: dispatch.take_pending_stops(conn, 5.0, 100)
-                )
-            except DB_ERRORS as exc:
-                log.warning("could not read pending cancellations (%s)", exc)
-                requests = []
-            await asyncio.gather(*(self.send_stop(r) for r in requests))
-            await wait_any([stop, self.wakeups.stops], self.config.poll_interval)
-
-    async def send_stop(self, request: StopRequest) -> None:
-        message = pb.CancelTaskRequest(
-            ref=pb.AttemptRef(task_id=str(request.task_id), attempt=request.attempt),
-            grace_ms=round(self.config.kill_grace * 1000),
-        )
-        try:
-            await self.stubs.get(request.address).CancelTask(
-                message, timeout=self.config.submit_timeout, metadata=self.stubs.metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            # Re-sent later; a worker that stays unreachable is declared lost instead.
-            log.info(
-                "cancel of %s/%d not delivered to %s: %s",
-                request.task_id,
-                request.attempt,
-                request.worker_id,
-                exc.code().name,
-            )

@@ -7,10 +7,12 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from common.loops import sleep_or_stop
 from coordinator_svc.config import CoordinatorConfig
-from coordinator_svc.dispatcher import Dispatcher
+from coordinator_svc.endings import record_endings
+from coordinator_svc.wakeups import Wakeups
 from store import dispatch
 from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd, AttemptKey
@@ -24,7 +26,10 @@ REAP_INTERVAL = 0.25
 
 
 async def reap_once(
-    dispatcher: Dispatcher, config: CoordinatorConfig, hearing: Hearing | None = None
+    pool: AsyncConnectionPool,
+    config: CoordinatorConfig,
+    wakeups: Wakeups,
+    hearing: Hearing | None = None,
 ) -> int:
     """Declare silent workers lost (unless `hearing` says silence cannot be judged yet) and end
     the open attempts of lost workers."""
@@ -36,15 +41,16 @@ async def reap_once(
                 log.warning("declared lost (no heartbeat for %.0fs): %s", config.lost_after, lost)
         return await dispatch.open_attempts_of_lost_workers(conn, 500)
 
-    keys = await in_transaction(dispatcher.pool, find)
+    keys = await in_transaction(pool, find)
     if keys:
-        await dispatcher.end_with_retry(
+        await record_endings(
+            pool,
             [
                 AttemptEnd(k.task_id, k.attempt, AttemptStatus.FAILED, EndReason.WORKER_LOST)
                 for k in keys
-            ]
+            ],
         )
-        dispatcher.wakeups.dispatch.set()
+        wakeups.dispatch.set()
     return len(keys)
 
 
@@ -79,12 +85,12 @@ class Hearing:
 
 
 async def reaper_loop(
-    dispatcher: Dispatcher, config: CoordinatorConfig, stop: asyncio.Event
+    pool: AsyncConnectionPool, config: CoordinatorConfig, wakeups: Wakeups, stop: asyncio.Event
 ) -> None:
     hearing = Hearing(config.lost_after, config.heartbeat_interval + REAP_INTERVAL)
     while not stop.is_set():
         try:
-            await reap_once(dispatcher, config, hearing)
+            await reap_once(pool, config, wakeups, hearing)
         except DB_ERRORS as exc:
             log.warning("lost-worker scan failed (%s); retrying", exc)
         await sleep_or_stop(stop, REAP_INTERVAL)

@@ -18,7 +18,9 @@ from coordinator_svc.cron import cron_loop
 from coordinator_svc.dispatcher import Dispatcher
 from coordinator_svc.recovery import reaper_loop
 from coordinator_svc.reports import record_heartbeat, record_reports
+from coordinator_svc.stops import stop_loop
 from coordinator_svc.wakeups import Wakeups, listen_loop
+from coordinator_svc.worker_stubs import WorkerStubs
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from store.db import DB_ERRORS, in_transaction, make_pool
@@ -94,7 +96,8 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     pool = make_pool(config.database_url, 2, config.pool_max_size, "skiplock-coordinator")
     await pool.open(wait=False)
     wakeups = Wakeups()
-    dispatcher = Dispatcher(pool, config, wakeups)
+    stubs = WorkerStubs(config.token)
+    dispatcher = Dispatcher(pool, config, wakeups, stubs)
     server = grpc.aio.server(interceptors=server_interceptors(config.token))
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(pool, config, wakeups), server)
     server.add_insecure_port(config.listen.grpc_target())
@@ -106,11 +109,12 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
             {
                 "listen": lambda: listen_loop(config.database_url, wakeups, stop),
                 "dispatch": lambda: dispatcher.dispatch_loop(stop),
-                "stops": lambda: dispatcher.stop_loop(stop),
-                "reaper": lambda: reaper_loop(dispatcher, config, stop),
+                "stops": lambda: stop_loop(pool, config, wakeups, stubs, stop),
+                "reaper": lambda: reaper_loop(pool, config, wakeups, stop),
                 "cron": lambda: cron_loop(pool, config, wakeups, stop),
             },
         )
     finally:
         await server.stop(grace=5.0)
+        await stubs.close()
         await pool.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from common.loops import sleep_or_stop
+from common.loops import Backoff
 from store.wakeups import Topic, listen_wakeup
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) 
 
     Notifications only shorten waits: every loop also polls, so a lost one delays, never loses.
     """
-    backoff = 0.5
+    backoff = Backoff(0.5, 5.0)
     while not stop.is_set():
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -53,11 +53,10 @@ async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) 
             async with conn:
                 await listen_wakeup(conn)
                 wakeups.all()  # anything may have happened while we were not listening
-                backoff = 0.5
+                backoff.reset()
                 while not stop.is_set():
                     async for notification in conn.notifies(timeout=1.0):
                         wakeups.on(notification.payload)
         except psycopg.Error as exc:
             log.warning("wake-up listener lost its connection (%s); reconnecting", exc)
-            await sleep_or_stop(stop, backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait(stop)

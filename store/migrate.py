@@ -7,7 +7,6 @@ version table makes it idempotent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from common.loops import Backoff
 from store.db import Conn
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,14 @@ def migrate(conninfo: str) -> int:
 
 async def migrate_until_done(conninfo: str, stop: asyncio.Event) -> bool:
     """Apply migrations, retrying while the database is unreachable; False if stopped first."""
-    delay = 0.5
+    backoff = Backoff(0.5, 5.0)
     while not stop.is_set():
         try:
             await asyncio.to_thread(migrate, conninfo)
             return True
         except psycopg.OperationalError as exc:
             log.warning("database not reachable for migrations (%s); retrying", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 5.0)
+            await backoff.wait(stop)
     return False
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from common.loops import Pacer, wait_any
+from common.loops import Backoff, Pacer, wait_any
 from proto import skiplock_pb2 as pb
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
 
@@ -46,7 +46,7 @@ class Reporter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver batches until stopped; back off while no coordinator answers."""
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         while not stop.is_set():
             await wait_any([self._ready, stop], 1.0)
             self._ready.clear()
@@ -54,10 +54,9 @@ class Reporter:
                 continue
             await self._pacer.turn()
             if await self.deliver_once():
-                backoff = 0.05
+                backoff.reset()
             else:
-                await wait_any([stop], backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.wait(stop)
 
     async def flush(self, deadline_seconds: float) -> bool:
         """Try to deliver everything before a shutdown; True when nothing is left."""

@@ -1,0 +1,66 @@
+"""Delivering cancellations: telling workers to stop attempts whose task was cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+
+from common.loops import wait_any
+from coordinator_svc.config import CoordinatorConfig
+from coordinator_svc.wakeups import Wakeups
+from coordinator_svc.worker_stubs import WorkerStubs
+from proto import skiplock_pb2 as pb
+from store import dispatch
+from store.db import DB_ERRORS, in_transaction
+from store.models import StopRequest
+
+log = logging.getLogger(__name__)
+
+# A stop not yet acknowledged by its attempt's end is sent again after this many seconds.
+RESEND_AFTER = 5.0
+# Stops taken per pass.
+BATCH = 100
+
+
+async def stop_loop(
+    pool: AsyncConnectionPool,
+    config: CoordinatorConfig,
+    wakeups: Wakeups,
+    stubs: WorkerStubs,
+    stop: asyncio.Event,
+) -> None:
+    """Tell workers to stop attempts whose task was cancelled (re-sent until they end)."""
+    while not stop.is_set():
+        wakeups.stops.clear()
+        try:
+            requests = await in_transaction(
+                pool, lambda conn: dispatch.take_pending_stops(conn, RESEND_AFTER, BATCH)
+            )
+        except DB_ERRORS as exc:
+            log.warning("could not read pending cancellations (%s)", exc)
+            requests = []
+        await asyncio.gather(*(send_stop(config, stubs, r) for r in requests))
+        await wait_any([stop, wakeups.stops], config.poll_interval)
+
+
+async def send_stop(config: CoordinatorConfig, stubs: WorkerStubs, request: StopRequest) -> None:
+    message = pb.CancelTaskRequest(
+        ref=pb.AttemptRef(task_id=str(request.task_id), attempt=request.attempt),
+        grace_ms=round(config.kill_grace * 1000),
+    )
+    try:
+        await stubs.get(request.address).CancelTask(
+            message, timeout=config.submit_timeout, metadata=stubs.metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        # Re-sent later; a worker that stays unreachable is declared lost instead.
+        log.info(
+            "cancel of %s/%d not delivered to %s: %s",
+            request.task_id,
+            request.attempt,
+            request.worker_id,
+            exc.code().name,
+        )
