@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: run test test-fast lint typecheck proto bench clean
+.PHONY: run test test-fast lint typecheck proto bench screenshots clean
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -30,6 +30,10 @@ test: proto
 # The in-process layer alone: real bash, gRPC and PostgreSQL, no service processes.
 test-fast: proto
 	$(PY) -m pytest tests/unit
+
+# Refreshes docs/screenshots from the dashboard's browser tests.
+screenshots: proto
+	SKIPLOCK_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_dashboard.py
 
 lint: proto
 	$(PY) -m ruff check .

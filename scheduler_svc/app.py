@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_svc.api_models import ScheduleRequest, task_detail_view, task_status_view
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.dashboard import router as dashboard_router
 from scheduler_svc.deps import inserter_of, parse_uuid, pool_of
 from scheduler_svc.inserts import TaskInserter
 from scheduler_svc.schedules import router as schedules_router
@@ -305,6 +306,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(schedules_router)
+    app.include_router(dashboard_router)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)

@@ -32,6 +32,7 @@ ENV_READERS = (
     "devtools/run.py",
     "skiplock_cli/config.py",
     "tests/support/db.py",
+    "tests/support/browser.py",
 )
 Parse = Callable[[list[str]], object]
 PARSERS: dict[str, Parse] = {
