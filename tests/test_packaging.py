@@ -210,10 +210,11 @@ def test_the_installed_code_is_the_wheel_not_the_checkout(installed: Path, tmp_p
 
 
 def test_an_installed_cluster_runs_a_command(
-    installed: Path, cluster_factory: Callable[..., Cluster], empty_database_url: str
+    installed: Path, empty_database_url: str, cluster_factory: Callable[..., Cluster]
 ) -> None:
     """Scheduler, coordinator and worker run by the installed commands, on an empty database
-    (so the packaged migrations create the schema), and a command submitted by `skiplock`."""
+    (so the packaged migrations create the schema), and a command submitted by `skiplock`.
+    (empty_database_url is asked for first, so it is dropped after the cluster has stopped.)"""
     cluster = cluster_factory(
         workers=1,
         slots=2,
