@@ -56,7 +56,15 @@ class Api:
             response = self._http.request(method, path, params=query, json=body, headers=headers)
         if response.is_error:
             raise CliError(error_message(response))
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(
+                f"{response.url} answered {response.status_code} without JSON: "
+                f"is {self.url} a skiplock scheduler?"
+            ) from None
 
     @contextmanager
     def stream(self, path: str, params: Params | None = None) -> Iterator[httpx.Response]:
@@ -123,7 +131,7 @@ def error_message(response: httpx.Response) -> str:
     elif detail is not None:
         text = str(detail)
     else:
-        text = response.text.strip()[:300] or response.reason_phrase
+        text = " ".join(response.text.split())[:200] or response.reason_phrase
     hint = " (give a token with --token or SKIPLOCK_TOKEN)" if response.status_code == 401 else ""
     return f"{response.status_code}: {text}{hint}"
 

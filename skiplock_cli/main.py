@@ -11,6 +11,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from importlib import metadata
 from typing import Annotated, Any
 
 import typer
@@ -103,6 +104,16 @@ def session(ctx: typer.Context, json_output: bool = False) -> Session:
     return current
 
 
+def print_version(value: bool | None) -> None:
+    if value:
+        try:
+            found = metadata.version("skiplock")
+        except metadata.PackageNotFoundError:
+            found = "unknown (not installed; running from a checkout)"
+        print(f"skiplock {found}")
+        raise typer.Exit()
+
+
 @app.callback()
 def global_options(
     ctx: typer.Context,
@@ -123,6 +134,12 @@ def global_options(
         ),
     ] = None,
     json_output: JsonFlag = False,
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
 ) -> None:
     try:
         config = load(url, token, json_output)

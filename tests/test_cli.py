@@ -4,14 +4,23 @@ with --json, tables for people, and one-line errors."""
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.cli import cli_json, describe, run_cli
-from tests.support.processes import Cluster, free_port, wait_for
+from tests.support.processes import (
+    LOOPBACK,
+    Cluster,
+    ServiceProcess,
+    free_port,
+    port_accepts,
+    wait_for,
+)
 from tests.support.tasks import submit
 
 STATUS_VIEW = {
@@ -255,3 +264,33 @@ def test_a_schedule_from_add_to_rm(module_cluster: Cluster, url: str) -> None:
     assert gone.stderr == f"skiplock: no schedule named {name!r}\n"
     gone_by_id = run_cli("schedules", "show", sid, url=url)
     assert gone_by_id.stderr == f"skiplock: 404: no schedule with id {sid}\n"
+
+
+def test_a_url_that_is_not_a_scheduler_is_named(tmp_path: Path) -> None:
+    """A real HTTP server that is not skiplock: its answers are reported, never a traceback."""
+    task_id = str(uuid.uuid4())
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / task_id).write_text("not json\n")
+    port = free_port()
+    server = ServiceProcess(
+        "http.server",
+        [sys.executable, "-m", "http.server", "--bind", LOOPBACK, str(port)],
+        tmp_path / "http.log",
+        cwd=tmp_path,
+    ).start()
+    try:
+        wait_for(lambda: port_accepts(port), timeout=30, message="http.server to listen")
+        url = f"http://{LOOPBACK}:{port}"
+        answered = run_cli("status", task_id, url=url)
+        assert answered.returncode == 1, describe(answered)
+        assert answered.stderr == (
+            f"skiplock: {url}/tasks/{task_id} answered 200 without JSON: "
+            f"is {url} a skiplock scheduler?\n"
+        )
+        missing = run_cli("status", str(uuid.uuid4()), url=url)
+        assert missing.returncode == 1, describe(missing)
+        assert (
+            missing.stderr.startswith("skiplock: 404: ") and len(missing.stderr.splitlines()) == 1
+        )
+    finally:
+        server.cleanup()

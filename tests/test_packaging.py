@@ -197,6 +197,8 @@ def test_the_installed_commands_answer_help(installed: Path) -> None:
         result = run_cli("--help", command=[str(installed / script)])
         assert result.returncode == 0, describe(result)
         assert script in result.stdout, describe(result)
+    version = run_cli("--version", command=[str(installed / "skiplock")])
+    assert version.stdout == f"skiplock {PYPROJECT['project']['version']}\n", describe(version)
 
 
 def test_the_installed_code_is_the_wheel_not_the_checkout(installed: Path, tmp_path: Path) -> None:

@@ -144,5 +144,5 @@ def test_every_cli_command_and_option_is_documented() -> None:
         assert row, f"README.md's CLI table has no row for `{command}`"
         missing = [o for o in options if f"`{o}" not in row]
         assert not missing, f"README.md's row for `{command}` does not name {missing}"
-    for option in ("--url", "--token", "--json"):
+    for option in ("--url", "--token", "--json", "--version"):
         assert f"| `{option}` |" in section
