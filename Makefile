@@ -45,4 +45,4 @@ bench: proto
 	scripts/benchmark.sh
 
 clean:
-	rm -rf $(VENV) .data proto/*_pb2*.py proto/*_pb2*.pyi
+	rm -rf $(VENV) .data proto/*_pb2*.py proto/*_pb2*.pyi build *.egg-info
