@@ -16,22 +16,28 @@ from common.config import (
     secure_listen,
 )
 
+LOST_AFTER_HEARTBEATS = 3
+
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
     listen: ListenAddress
     database_url: str
     token: str | None
-    # Workers heartbeat this often; three missed heartbeats and a worker is lost.
+    # The one place the heartbeat interval is set: coordinators tell workers in every
+    # heartbeat answer, and declare a worker lost after LOST_AFTER_HEARTBEATS of them.
     heartbeat_interval: float = 1.0
-    lost_after: float = 3.0
     # Safety-net wake-up when no NOTIFY and no due time woke the loops.
     poll_interval: float = 1.0
     # How long a hand-over may take before an attempt the worker does not hold is given up.
     handover_grace: float = 10.0
     submit_timeout: float = 5.0
-    kill_grace: float = 5.0
     pool_max_size: int = 10
+
+    @property
+    def lost_after(self) -> float:
+        """Seconds without a heartbeat after which a worker is declared lost."""
+        return LOST_AFTER_HEARTBEATS * self.heartbeat_interval
 
 
 def load(

@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 import psycopg
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import Pacer, wait_any
@@ -17,6 +16,7 @@ from coordinator_svc.endings import record_endings
 from coordinator_svc.wakeups import Wakeups
 from coordinator_svc.worker_stubs import WorkerStubs
 from proto import skiplock_pb2 as pb
+from proto.timestamps import to_timestamp
 from store import dispatch
 from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd, Claim, ClaimedAttempt
@@ -109,9 +109,18 @@ class Dispatcher:
                 return
             refused = [(a, EndReason.WORKER_UNREACHABLE, detail) for a in attempts]
         else:
+            if len(response.results) != len(attempts):
+                log.error(
+                    "protocol error: %s answered %d result(s) for %d attempt(s); leaving them "
+                    "to reconciliation",
+                    worker_id,
+                    len(response.results),
+                    len(attempts),
+                )
+                return
             refused = [
                 (a, EndReason.WORKER_REFUSED, result.reason)
-                for a, result in zip(attempts, response.results, strict=False)
+                for a, result in zip(attempts, response.results, strict=True)
                 if not result.accepted
             ]
         if not refused:
@@ -132,14 +141,11 @@ class Dispatcher:
         self.wakeups.dispatch.set()
 
     def submit_request(self, claimed: ClaimedAttempt) -> pb.SubmitTaskRequest:
-        not_before = Timestamp()
-        not_before.FromDatetime(claimed.run_at)
         return pb.SubmitTaskRequest(
             ref=pb.AttemptRef(task_id=str(claimed.task_id), attempt=claimed.attempt),
             command=claimed.command,
             timeout_ms=round((claimed.timeout_seconds or 0) * 1000),
-            not_before=not_before,
-            kill_grace_ms=round(self.config.kill_grace * 1000),
+            not_before=to_timestamp(claimed.run_at),
         )
 
     async def finish_handovers(self) -> None:

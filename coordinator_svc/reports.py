@@ -11,6 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from proto import skiplock_pb2 as pb
+from proto.timestamps import from_timestamp
 from store import dispatch
 from store.models import AttemptEnd, AttemptKey, AttemptStart
 from store.vocabulary import AttemptStatus, EndReason
@@ -41,12 +42,6 @@ def attempt_key(ref: pb.AttemptRef) -> AttemptKey | None:
         return None
 
 
-def to_datetime(ts: object, present: bool) -> datetime | None:
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    return ts.ToDatetime(UTC) if present and isinstance(ts, Timestamp) else None
-
-
 def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | None:
     mapped = TERMINAL_STATES.get(report.state)
     if mapped is None:
@@ -59,7 +54,7 @@ def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | No
         reason=reason,
         worker_id=report.worker_id,
         exit_code=report.exit_code if report.HasField("exit_code") else None,
-        started_at=to_datetime(report.started_at, report.HasField("started_at")),
+        started_at=from_timestamp(report, "started_at"),
         output_path=report.output_path or None,
         detail=report.detail or None,
     )
@@ -78,7 +73,7 @@ async def record_reports(
         key = attempt_key(report.ref)
         end = end_from_report(report, key) if key is not None else None
         if key is not None and report.state == pb.ATTEMPT_STATE_RUNNING:
-            started = to_datetime(report.started_at, report.HasField("started_at"))
+            started = from_timestamp(report, "started_at")
             starts.setdefault(
                 key,
                 AttemptStart(

@@ -48,8 +48,7 @@ async def stop_loop(
 
 async def send_stop(config: CoordinatorConfig, stubs: WorkerStubs, request: StopRequest) -> None:
     message = pb.CancelTaskRequest(
-        ref=pb.AttemptRef(task_id=str(request.task_id), attempt=request.attempt),
-        grace_ms=round(config.kill_grace * 1000),
+        ref=pb.AttemptRef(task_id=str(request.task_id), attempt=request.attempt)
     )
     try:
         await stubs.get(request.address).CancelTask(

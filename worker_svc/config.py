@@ -24,7 +24,6 @@ class WorkerConfig:
     # host:port coordinators dial to reach this worker
     advertise_address: str
     token: str | None
-    heartbeat_interval: float = 1.0
     # SIGTERM first; SIGKILL when the group outlives this grace
     kill_grace: float = 5.0
     submit_deadline: float = 5.0

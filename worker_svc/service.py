@@ -23,6 +23,10 @@ from worker_svc.servicer import WorkerServicer
 log = logging.getLogger(__name__)
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+# Coordinators own the heartbeat interval (their lost-worker bound is three of them) and say
+# it in every answer; this one holds until the first answer, and answers are kept in bounds.
+FIRST_HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_INTERVAL_BOUNDS = (0.05, 60.0)
 
 
 class Worker:
@@ -35,6 +39,7 @@ class Worker:
         self.reporter = Reporter(client, self.on_stale)
         self.executions: dict[Key, Execution] = {}
         self.draining = False
+        self.heartbeat_interval = FIRST_HEARTBEAT_INTERVAL
         self._runs: set[asyncio.Task[None]] = set()
         config.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -107,7 +112,7 @@ class Worker:
         """Heartbeat every interval; keep trying while coordinators are down."""
         while not stop.is_set():
             await self.heartbeat_once()
-            await wait_any([stop], self.config.heartbeat_interval)
+            await wait_any([stop], self.heartbeat_interval)
 
     async def heartbeat_once(self) -> None:
         request = pb.HeartbeatRequest(
@@ -119,10 +124,15 @@ class Worker:
             held=self.held(),
         )
         try:
-            response = await self.client.heartbeat(request, timeout=2.0)
+            # Twice the interval in all: with the lost bound at three intervals, a heartbeat
+            # that fails over past a frozen coordinator still lands in time.
+            response = await self.client.heartbeat(request, timeout=2 * self.heartbeat_interval)
         except NoCoordinatorReachable as exc:
             log.warning("heartbeat not delivered: %s", exc)
             return
+        if response.heartbeat_interval_ms > 0:
+            low, high = HEARTBEAT_INTERVAL_BOUNDS
+            self.heartbeat_interval = min(max(response.heartbeat_interval_ms / 1000, low), high)
         for ref in response.revoked:
             self.stop_attempt((ref.task_id, ref.attempt), pb.ATTEMPT_STATE_CANCELLED)
 

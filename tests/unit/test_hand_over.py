@@ -1,0 +1,147 @@
+"""A coordinator's hand-over to a real worker service in this process, against real
+PostgreSQL: what becomes of attempts the worker refuses, cannot be reached for, or does not
+answer about in time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from common.config import ListenAddress
+from coordinator_svc.config import CoordinatorConfig
+from coordinator_svc.dispatcher import Dispatcher
+from coordinator_svc.wakeups import Wakeups
+from coordinator_svc.worker_stubs import WorkerStubs
+from proto import skiplock_pb2 as pb
+from proto import skiplock_pb2_grpc as pb_grpc
+from store.models import AttemptRow
+from tests.support.coordination import attempt_row, claim_for, open_pool
+from tests.support.inprocess import (
+    grpc_server,
+    refusing_address,
+    serving_worker,
+    silent_address,
+    worker_config,
+)
+from worker_svc.config import WorkerConfig
+
+WORKER = "worker-under-test"
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[WorkerConfig]:
+    with refusing_address() as coordinator:
+        yield worker_config(tmp_path, coordinator)
+
+
+async def hand_over(
+    database_url: str, address: str, count: int = 2, token: str | None = None, **config: Any
+) -> list[AttemptRow]:
+    """Claim `count` attempts for a worker at `address`, hand them over, return their rows."""
+    settings = replace(
+        CoordinatorConfig(ListenAddress("127.0.0.1", 0), database_url, token), **config
+    )
+    async with open_pool(database_url) as pool:
+        claimed = await claim_for(pool, WORKER, address, count)
+        stubs = WorkerStubs(token)
+        try:
+            await Dispatcher(pool, settings, Wakeups(), stubs).hand_over(claimed)
+        finally:
+            await stubs.close()
+        return [await attempt_row(pool, c) for c in claimed]
+
+
+def endings(rows: list[AttemptRow]) -> list[tuple[str, str | None]]:
+    return [(r.status, r.reason) for r in rows]
+
+
+def test_attempts_the_worker_takes_stay_its_own(database_url, worker):
+    async def scenario() -> list[AttemptRow]:
+        async with serving_worker(worker) as (_, address):
+            return await hand_over(database_url, address)
+
+    assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 2
+
+
+def test_attempts_the_worker_refuses_end_worker_refused_with_its_reason(database_url, worker):
+    async def scenario() -> list[AttemptRow]:
+        async with serving_worker(worker) as (live, address):
+            live.draining = True
+            return await hand_over(database_url, address)
+
+    rows = asyncio.run(scenario())
+    assert endings(rows) == [("failed", "worker_refused")] * 2
+    assert {r.detail for r in rows} == {"worker is draining"}
+
+
+def test_only_the_refused_part_of_a_hand_over_ends(database_url, tmp_path):
+    with refusing_address() as coordinator:
+        one_slot = worker_config(tmp_path, coordinator, slots=1)
+
+        async def scenario() -> list[AttemptRow]:
+            async with serving_worker(one_slot) as (_, address):
+                return await hand_over(database_url, address)
+
+        rows = asyncio.run(scenario())
+    assert endings(rows) == [("dispatched", None), ("failed", "worker_refused")]
+    assert rows[1].detail == "no free slot"
+
+
+def test_a_worker_that_refuses_connections_is_worker_unreachable(database_url):
+    with refusing_address() as address:
+        rows = asyncio.run(hand_over(database_url, address))
+    assert endings(rows) == [("failed", "worker_unreachable")] * 2
+    assert all(r.detail and r.detail.startswith("UNAVAILABLE") for r in rows)
+
+
+def test_a_worker_that_rejects_the_token_is_worker_unreachable(database_url, worker):
+    async def scenario() -> list[AttemptRow]:
+        async with serving_worker(worker, token="right") as (_, address):
+            return await hand_over(database_url, address, token="wrong")
+
+    rows = asyncio.run(scenario())
+    assert endings(rows) == [("failed", "worker_unreachable")] * 2
+    assert all(r.detail and r.detail.startswith("UNAUTHENTICATED") for r in rows)
+
+
+def test_no_answer_in_time_leaves_the_attempts_to_reconciliation(database_url):
+    with silent_address() as address:
+        rows = asyncio.run(hand_over(database_url, address, submit_timeout=0.5))
+    assert endings(rows) == [("dispatched", None)] * 2
+
+
+class MiscountingWorker(pb_grpc.WorkerServicer):
+    """A worker breaking the contract: it accepts one attempt fewer than it was sent."""
+
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Any
+    ) -> pb.SubmitTasksResponse:
+        return pb.SubmitTasksResponse(
+            results=[pb.SubmitTaskResponse(accepted=False, reason="?")]
+            * (len(request.attempts) - 1)
+        )
+
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: Any
+    ) -> pb.CancelTaskResponse:
+        return pb.CancelTaskResponse(found=False)
+
+
+def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(
+    database_url, caplog
+):
+    async def scenario() -> list[AttemptRow]:
+        def add(server: grpc.aio.Server) -> None:
+            pb_grpc.add_WorkerServicer_to_server(MiscountingWorker(), server)
+
+        async with grpc_server(add) as address:
+            return await hand_over(database_url, address, count=3)
+
+    assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 3
+    assert "protocol error: worker-under-test answered 2 result(s) for 3 attempt(s)" in caplog.text

@@ -1,0 +1,146 @@
+"""The worker's Reporter against a real coordinator service in this process (real gRPC, real
+PostgreSQL): what it sends and in which order, what it keeps while no coordinator answers,
+and what it does with attempts the coordinator calls stale."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+from proto import skiplock_pb2 as pb
+from store import tasks
+from tests.support.coordination import claim_for, serving_coordinator
+from tests.support.inprocess import Recorder, eventually, refusing_address
+from worker_svc.coordinator_client import CoordinatorClient
+from worker_svc.reporter import Key, Reporter
+
+WORKER = "worker-under-test"
+
+
+@dataclass
+class Setup:
+    reporter: Reporter
+    pool: AsyncConnectionPool
+    recorder: Recorder
+    stale: list[Key] = field(default_factory=list)
+
+    def sent(self) -> list[list[tuple[Key, int]]]:
+        """Each ReportStatus call the coordinator received, as (attempt, state) pairs."""
+        return [
+            [((r.ref.task_id, r.ref.attempt), r.state) for r in request.reports]
+            for request in self.recorder.requests("ReportStatus")
+        ]
+
+    async def dispatched_attempt(self) -> Key:
+        """An attempt that is open and WORKER's to report on."""
+        (claimed,) = await claim_for(self.pool, WORKER, "127.0.0.1:1")
+        return (str(claimed.task_id), claimed.attempt)
+
+
+@asynccontextmanager
+async def reporting(database_url: str) -> AsyncIterator[Setup]:
+    """A Reporter whose one coordinator is serving, with what that coordinator received."""
+    recorder = Recorder()
+    with refusing_address() as address:
+        async with serving_coordinator(database_url, address, [recorder]) as pool:
+            client = CoordinatorClient([address], None)
+            stale: list[Key] = []
+            try:
+                yield Setup(Reporter(client, stale.append), pool, recorder, stale)
+            finally:
+                await client.close()
+
+
+def report(key: Key, state: pb.AttemptState.ValueType) -> pb.StatusReport:
+    return pb.StatusReport(
+        ref=pb.AttemptRef(task_id=key[0], attempt=key[1]), worker_id=WORKER, state=state
+    )
+
+
+def unknown_attempt() -> Key:
+    return (str(uuid.uuid4()), 1)
+
+
+def test_a_final_report_replaces_an_undelivered_running_one_and_order_is_kept(database_url):
+    first, second = unknown_attempt(), unknown_attempt()
+
+    async def scenario() -> list[list[tuple[Key, int]]]:
+        async with reporting(database_url) as setup:
+            setup.reporter.add(report(first, pb.ATTEMPT_STATE_RUNNING))
+            setup.reporter.add(report(second, pb.ATTEMPT_STATE_RUNNING))
+            setup.reporter.add(report(first, pb.ATTEMPT_STATE_SUCCEEDED))
+            assert setup.reporter.held() == {first, second}
+            assert await setup.reporter.deliver_once()
+            return setup.sent()
+
+    assert asyncio.run(scenario()) == [
+        [(first, pb.ATTEMPT_STATE_SUCCEEDED), (second, pb.ATTEMPT_STATE_RUNNING)]
+    ]
+
+
+def test_a_delivered_running_report_is_followed_by_the_final_one(database_url):
+    async def scenario() -> None:
+        async with reporting(database_url) as setup:
+            key = await setup.dispatched_attempt()
+            setup.reporter.add(report(key, pb.ATTEMPT_STATE_RUNNING))
+            assert await setup.reporter.deliver_once()
+            setup.reporter.add(report(key, pb.ATTEMPT_STATE_FAILED))
+            assert await setup.reporter.deliver_once()
+            assert not setup.reporter.has_pending() and setup.stale == []
+            assert setup.sent() == [
+                [(key, pb.ATTEMPT_STATE_RUNNING)], [(key, pb.ATTEMPT_STATE_FAILED)]
+            ]
+            async with setup.pool.connection() as conn:
+                task = await tasks.get_task(conn, uuid.UUID(key[0]))
+            assert task is not None and task.last_reason == "exit_code"
+
+    asyncio.run(scenario())
+
+
+def test_reports_are_kept_while_no_coordinator_answers_and_delivered_once_one_does(
+    database_url,
+):
+    key = unknown_attempt()
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        with refusing_address() as address:
+            client = CoordinatorClient([address], None)
+            reporter = Reporter(client, lambda key: None)
+            reporter.add(report(key, pb.ATTEMPT_STATE_SUCCEEDED))
+            assert not await reporter.deliver_once()
+            assert not await reporter.flush(0.3)
+            assert reporter.held() == {key}
+            stop = asyncio.Event()
+            loop = asyncio.create_task(reporter.run(stop))
+            async with serving_coordinator(database_url, address, [recorder]):
+                await eventually(lambda: not reporter.has_pending(), 15, "the report delivered")
+            stop.set()
+            await loop
+            await client.close()
+
+    asyncio.run(scenario())
+    assert [len(request.reports) for request in recorder.requests("ReportStatus")] == [1]
+
+
+def test_stale_attempts_are_stopped_and_their_reports_dropped(database_url):
+    gone = unknown_attempt()
+
+    async def scenario() -> None:
+        async with reporting(database_url) as setup:
+            current = await setup.dispatched_attempt()
+            setup.reporter.add(report(gone, pb.ATTEMPT_STATE_RUNNING))
+            setup.reporter.add(report(current, pb.ATTEMPT_STATE_RUNNING))
+            assert await setup.reporter.deliver_once()
+            assert setup.reporter.held() == set()
+            assert setup.stale == [gone]
+            assert setup.sent() == [
+                [(gone, pb.ATTEMPT_STATE_RUNNING), (current, pb.ATTEMPT_STATE_RUNNING)]
+            ]
+
+    asyncio.run(scenario())
