@@ -44,6 +44,10 @@ class Reporter:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    def pending(self) -> list[pb.StatusReport]:
+        """Undelivered reports, in the order they are sent."""
+        return [report for reports in self._pending.values() for report in reports]
+
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver batches until stopped; back off while no coordinator answers."""
         backoff = Backoff(0.05, 2.0)

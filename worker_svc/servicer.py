@@ -56,10 +56,10 @@ class WorkerServicer(pb_grpc.WorkerServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Any
     ) -> pb.CancelTaskResponse:
-        key = (request.ref.task_id, request.ref.attempt)
-        found = self.worker.holds(key)
-        self.worker.stop_attempt(key, pb.ATTEMPT_STATE_CANCELLED)
-        return pb.CancelTaskResponse(found=found)
+        self.worker.stop_attempt(
+            (request.ref.task_id, request.ref.attempt), pb.ATTEMPT_STATE_CANCELLED
+        )
+        return pb.CancelTaskResponse()
 
     def refusal(self, request: pb.SubmitTaskRequest) -> str:
         if self.worker.draining:

@@ -130,7 +130,7 @@ class MiscountingWorker(pb_grpc.WorkerServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Any
     ) -> pb.CancelTaskResponse:
-        return pb.CancelTaskResponse(found=False)
+        return pb.CancelTaskResponse()
 
 
 def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(

@@ -136,16 +136,21 @@ def test_a_call_with_no_or_too_many_attempts_is_invalid(config, count):
     assert asyncio.run(scenario()) == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_cancel_stops_a_held_attempt_and_says_whether_it_was_held(config, tmp_path):
-    running = attempt("sleep 100")
+def test_cancel_stops_a_held_attempt_and_an_unknown_one_changes_nothing(config, tmp_path):
+    running, other = attempt("sleep 100"), attempt(f"touch {tmp_path / 'ran'}")
 
-    async def scenario() -> tuple[bool, bool]:
+    async def scenario() -> list[pb.StatusReport]:
         async with serving(config) as (worker, stub):
             await submit(stub, running)
             await eventually(lambda: worker.reporter.held(), message="the RUNNING report")
-            found = await stub.CancelTask(pb.CancelTaskRequest(ref=running.ref), timeout=5)
-            unknown = await stub.CancelTask(pb.CancelTaskRequest(ref=attempt().ref), timeout=5)
+            await stub.CancelTask(pb.CancelTaskRequest(ref=other.ref), timeout=5)
+            await stub.CancelTask(pb.CancelTaskRequest(ref=running.ref), timeout=5)
             await eventually(lambda: not worker.executions, message="the cancelled command")
-            return found.found, unknown.found
+            assert await submit(stub, other) == [None]
+            await eventually(lambda: not worker.executions, message="the other command")
+            return worker.reporter.pending()
 
-    assert asyncio.run(scenario()) == (True, False)
+    reports = {r.ref.task_id: r for r in asyncio.run(scenario())}
+    cancelled, ran = reports[running.ref.task_id], reports[other.ref.task_id]
+    assert (cancelled.state, cancelled.exit_code) == (pb.ATTEMPT_STATE_CANCELLED, 128 + 15)
+    assert (ran.state, ran.exit_code) == (pb.ATTEMPT_STATE_SUCCEEDED, 0)
