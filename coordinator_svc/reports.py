@@ -55,6 +55,7 @@ def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | No
         worker_id=report.worker_id,
         exit_code=report.exit_code if report.HasField("exit_code") else None,
         started_at=from_timestamp(report, "started_at"),
+        finished_at=from_timestamp(report, "finished_at"),
         output_path=report.output_path or None,
         detail=report.detail or None,
     )

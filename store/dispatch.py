@@ -242,37 +242,40 @@ async def mark_attempts_running(conn: Conn, starts: Sequence[AttemptStart]) -> s
     return {AttemptKey(row[0], row[1]) for row in await cur.fetchall()}
 
 
-# End attempts (each only while open, and only for its own worker when one is named), free
-# their workers' slots, and move each task on: done, cancelled, back to the queue (after a
-# backoff when the reason uses up a retry) or failed once retries are exhausted. A task that
-# was cancelled or already moved on is left alone. Returns a row per attempt that was open,
+# End attempts (each only while open, and only for its own worker when one is named) at the
+# time their worker saw them end (kept between the hand-over and now), free their workers'
+# slots, and move each task on: done, cancelled, back to the queue (after a backoff when the
+# reason uses up a retry) or failed once retries are exhausted. A task that was cancelled or
+# already moved on is left alone. Returns a row per attempt that was open,
 # with its task's new status (NULL when the task did not move). Keys must be distinct.
 END_ATTEMPTS = f"""
 WITH r AS (
     SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
                          %(statuses)s::text[], %(reasons)s::text[], %(exit_codes)s::int[],
-                         %(started_at)s::timestamptz[], %(output_paths)s::text[],
-                         %(details)s::text[])
+                         %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[],
+                         %(output_paths)s::text[], %(details)s::text[])
            AS r (task_id, attempt, worker_id, status, reason, exit_code, started_at,
-                 output_path, detail)
+                 finished_at, output_path, detail)
 ), ended AS (
     UPDATE attempts a
     SET status = r.status, reason = r.reason, exit_code = r.exit_code,
         started_at = coalesce(a.started_at, r.started_at),
         output_path = coalesce(r.output_path, a.output_path),
-        detail = left(r.detail, 2000), ended_at = greatest(now(), a.picked_at)
+        detail = left(r.detail, 2000),
+        ended_at = least(greatest(coalesce(r.finished_at, now()), a.picked_at), now())
     FROM r
     WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.ended_at IS NULL
       AND (r.worker_id IS NULL OR a.worker_id = r.worker_id)
-    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.output_path, r.status,
-              r.reason, r.exit_code, coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry
+    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.ended_at, a.output_path,
+              r.status, r.reason, r.exit_code,
+              coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry
 ), freed AS (
     UPDATE workers w SET open_attempts = w.open_attempts - f.n
     FROM (SELECT worker_id, count(*) AS n FROM ended GROUP BY worker_id) f
     WHERE w.id = f.worker_id
 ), decision AS (
-    SELECT t.id, e.attempt, e.started_at, e.output_path, e.status, e.reason, e.exit_code,
-           e.uses_retry,
+    SELECT t.id, e.attempt, e.started_at, e.ended_at, e.output_path, e.status, e.reason,
+           e.exit_code, e.uses_retry,
            CASE WHEN e.status = 'succeeded' THEN 'succeeded'
                 WHEN e.status = 'cancelled' THEN 'cancelled'
                 WHEN NOT e.uses_retry OR t.failures < t.max_retries THEN 'queued'
@@ -297,9 +300,9 @@ WITH r AS (
         output_path = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.output_path END,
         exit_code = CASE WHEN d.next_status = 'queued' THEN NULL ELSE d.exit_code END,
         completed_at = CASE WHEN d.next_status IN ('succeeded', 'failed', 'cancelled')
-                            THEN now() END,
-        failed_at = CASE WHEN d.next_status = 'failed' THEN now() END,
-        cancelled_at = CASE WHEN d.next_status = 'cancelled' THEN now() END,
+                            THEN d.ended_at END,
+        failed_at = CASE WHEN d.next_status = 'failed' THEN d.ended_at END,
+        cancelled_at = CASE WHEN d.next_status = 'cancelled' THEN d.ended_at END,
         last_reason = d.reason
     FROM decision d
     WHERE t.id = d.id AND t.attempt = d.attempt AND t.status IN ('dispatched', 'running')
@@ -326,6 +329,7 @@ async def end_attempts(conn: Conn, ends: Sequence[AttemptEnd]) -> dict[AttemptKe
                 reasons="reason",
                 exit_codes="exit_code",
                 started_at="started_at",
+                finished_at="finished_at",
                 output_paths="output_path",
                 details="detail",
             ),

@@ -131,6 +131,8 @@ class AttemptEnd:
     worker_id: str | None = None
     exit_code: int | None = None
     started_at: datetime | None = None
+    # When the worker saw it end (its clock); None: when recorded (the database's clock).
+    finished_at: datetime | None = None
     output_path: str | None = None
     detail: str | None = None
 

@@ -9,11 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
 from proto import skiplock_pb2 as pb
-from store import tasks
+from proto.timestamps import to_timestamp
+from store import schedules, tasks
 from tests.support.coordination import claim_for, serving_coordinator
 from tests.support.inprocess import Recorder, eventually, refusing_address
 from worker_svc.coordinator_client import CoordinatorClient
@@ -56,9 +58,14 @@ async def reporting(database_url: str) -> AsyncIterator[Setup]:
                 await client.close()
 
 
-def report(key: Key, state: pb.AttemptState.ValueType) -> pb.StatusReport:
+def report(
+    key: Key, state: pb.AttemptState.ValueType, finished_at: datetime | None = None
+) -> pb.StatusReport:
     return pb.StatusReport(
-        ref=pb.AttemptRef(task_id=key[0], attempt=key[1]), worker_id=WORKER, state=state
+        ref=pb.AttemptRef(task_id=key[0], attempt=key[1]),
+        worker_id=WORKER,
+        state=state,
+        finished_at=to_timestamp(finished_at),
     )
 
 
@@ -142,5 +149,31 @@ def test_stale_attempts_are_stopped_and_their_reports_dropped(database_url):
             assert setup.sent() == [
                 [(gone, pb.ATTEMPT_STATE_RUNNING), (current, pb.ATTEMPT_STATE_RUNNING)]
             ]
+
+    asyncio.run(scenario())
+
+
+def test_an_attempt_ends_when_its_worker_saw_it_end_not_when_the_report_arrived(database_url):
+    async def scenario() -> None:
+        async with reporting(database_url) as setup:
+            claimed = await claim_for(setup.pool, WORKER, "127.0.0.1:1", 3)
+            keys = [(str(c.task_id), c.attempt) for c in claimed]
+            finished = datetime.now(UTC)
+            ahead = finished + timedelta(hours=1)  # a worker clock that runs ahead
+            for key, at in zip(keys, [finished, ahead, None], strict=True):
+                setup.reporter.add(report(key, pb.ATTEMPT_STATE_FAILED, at))
+            async with setup.pool.connection() as conn:
+                before = await schedules.database_now(conn)
+            assert await setup.reporter.deliver_once()
+            async with setup.pool.connection() as conn:
+                after = await schedules.database_now(conn)
+                rows = [await tasks.list_attempts(conn, uuid.UUID(k[0])) for k in keys]
+                ended_tasks = [await tasks.get_task(conn, uuid.UUID(k[0])) for k in keys]
+            ended = [attempt.ended_at for (attempt,) in rows]
+            assert ended[0] == finished
+            assert ended[1] is not None and before <= ended[1] <= after
+            assert ended[2] is not None and before <= ended[2] <= after
+            assert [t.failed_at for t in ended_tasks if t is not None] == ended
+            assert [t.completed_at for t in ended_tasks if t is not None] == ended
 
     asyncio.run(scenario())
