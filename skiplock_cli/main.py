@@ -392,6 +392,65 @@ def schedules_add(
     s.emit(schedule, render.schedule_detail(schedule))
 
 
+@schedules_app.command("update")
+def schedules_update(
+    ctx: typer.Context,
+    ref: ScheduleRef,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A new name.", show_default=False)
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option("--cron", help="A new expression.", show_default=False)
+    ] = None,
+    command: Annotated[
+        str | None, typer.Option("--command", help="A new command.", show_default=False)
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", "--tz", help="A new zone.", show_default=False)
+    ] = None,
+    overlap: Annotated[
+        Overlap | None, typer.Option("--overlap", help="A new overlap policy.", show_default=False)
+    ] = None,
+    catchup_window: Annotated[
+        float | None, duration_option("--catchup-window", "A new catch-up window.")
+    ] = None,
+    jitter: Annotated[float | None, duration_option("--jitter", "A new jitter.")] = None,
+    timeout: Annotated[float | None, duration_option("--timeout", "A new timeout.")] = None,
+    no_timeout: Annotated[
+        bool, typer.Option("--no-timeout", help="Let runs take as long as they take.")
+    ] = False,
+    retries: Annotated[
+        int | None,
+        typer.Option("--retries", min=0, max=100, help="New retries.", show_default=False),
+    ] = None,
+    backoff: Annotated[float | None, duration_option("--backoff", "A new backoff.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Change some settings; a new expression or zone counts from this moment."""
+    if timeout is not None and no_timeout:
+        raise typer.BadParameter("give --timeout or --no-timeout, not both")
+    changes: dict[str, Any] = {
+        "name": name,
+        "cron": cron,
+        "command": command,
+        "timezone": timezone,
+        "overlap": overlap and overlap.value,
+        "catchup_window_seconds": None if catchup_window is None else round(catchup_window),
+        "jitter_seconds": jitter,
+        "timeout_seconds": timeout,
+        "max_retries": retries,
+        "retry_backoff_seconds": backoff,
+    }
+    body = {key: value for key, value in changes.items() if value is not None}
+    if no_timeout:
+        body["timeout_seconds"] = None
+    if not body:
+        raise typer.BadParameter("give at least one setting to change")
+    s = session(ctx, json_output)
+    schedule = s.api.request("PATCH", f"/schedules/{schedule_id(s, ref)}", body=body)
+    s.emit(schedule, render.schedule_detail(schedule))
+
+
 @schedules_app.command("ls")
 def schedules_ls(
     ctx: typer.Context,

@@ -294,3 +294,27 @@ def test_a_url_that_is_not_a_scheduler_is_named(tmp_path: Path) -> None:
         )
     finally:
         server.cleanup()
+
+
+def test_schedules_update_changes_only_what_is_given(url: str) -> None:
+    name = f"to-update-{uuid.uuid4().hex[:8]}"
+    created = cli_json("schedules", "add", name, "@hourly", "echo old", "--paused", url=url)
+    changed = cli_json(
+        "schedules", "update", name, "--cron", "0 9 * * *", "--tz", "America/New_York",
+        "--command", "echo new", "--timeout", "5m", url=url,
+    )  # fmt: skip
+    assert changed["id"] == created["id"]
+    assert (changed["cron"], changed["timezone"], changed["command"]) == (
+        "0 9 * * *", "America/New_York", "echo new",
+    )  # fmt: skip
+    assert changed["timeout_seconds"] == 300
+    assert changed["paused"] is True and changed["overlap"] == created["overlap"]
+    assert changed["next_fire_times"][0]["local"].endswith(("T09:00:00-05:00", "T09:00:00-04:00"))
+
+    renamed = cli_json("schedules", "update", name, "--name", f"{name}-2", "--no-timeout", url=url)
+    assert renamed["name"] == f"{name}-2" and renamed["timeout_seconds"] is None
+    nothing = run_cli("schedules", "update", f"{name}-2", url=url)
+    assert nothing.returncode == 2, describe(nothing)
+    gone = run_cli("schedules", "update", name, "--cron", "@daily", url=url)
+    assert gone.returncode == 1 and gone.stderr == f"skiplock: no schedule named {name!r}\n"
+    assert cli_json("schedules", "rm", f"{name}-2", url=url)["deleted"] is True
