@@ -241,10 +241,12 @@ def test_a_schedule_from_add_to_rm(module_cluster: Cluster, url: str) -> None:
     assert len(preview["fire_times"]) == 3 and preview["timezone"] == "Europe/London"
 
     def a_started_tick() -> bool:
-        ticks = cli_json("schedules", "ticks", name, url=url)["ticks"]
+        ticks = module_cluster.http.get(f"/schedules/{sid}/ticks").json()["ticks"]
         return any(t["outcome"] == "started" for t in ticks)
 
-    wait_for(a_started_tick, timeout=30, interval=0.5, message="a started tick")
+    wait_for(a_started_tick, timeout=30, interval=0.2, message="a started tick")
+    ticks = cli_json("schedules", "ticks", name, url=url)["ticks"]
+    assert any(t["outcome"] == "started" for t in ticks)
 
     assert cli_json("schedules", "pause", name, url=url)["paused"] is True
     paused = cli_json("schedules", "ls", "--prefix", name, "--paused", url=url)["schedules"]
