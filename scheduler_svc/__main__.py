@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 import uvicorn
 
+from common.config import ConfigError
 from common.loops import setup_logging
 from scheduler_svc.app import create_app
 from scheduler_svc.config import load
@@ -13,7 +15,10 @@ from scheduler_svc.config import load
 
 def main() -> None:
     setup_logging("scheduler")
-    config = load()
+    try:
+        config = load()
+    except ConfigError as exc:
+        sys.exit(f"scheduler: {exc}")
     # After a graceful shutdown uvicorn restores the previous handlers and raises the signal
     # again; with these no-ops underneath, SIGTERM and Ctrl-C end the process with exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

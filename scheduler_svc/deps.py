@@ -1,23 +1,30 @@
-"""What every route needs from the request: the app's pool and inserter, ids from the path."""
+"""What routes take from the app, as typed dependencies: the pool, the inserter, parsed ids."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from psycopg_pool import AsyncConnectionPool
 
 from scheduler_svc.inserts import TaskInserter
 
 
-def pool_of(request: Request) -> AsyncConnectionPool:
+def app_pool(request: Request) -> AsyncConnectionPool:
     pool: AsyncConnectionPool = request.app.state.pool
     return pool
 
 
-def inserter_of(request: Request) -> TaskInserter:
+def app_inserter(request: Request) -> TaskInserter:
     inserter: TaskInserter = request.app.state.inserter
     return inserter
+
+
+# The connection pool the app's lifespan owns; a route parameter `pool: Pool` receives it.
+Pool = Annotated[AsyncConnectionPool, Depends(app_pool)]
+# The group-commit writer of POST /schedule (scheduler_svc/inserts.py).
+Inserter = Annotated[TaskInserter, Depends(app_inserter)]
 
 
 def parse_uuid(raw: str, what: str) -> uuid.UUID:

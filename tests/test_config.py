@@ -3,7 +3,10 @@ worker's advertised address, and the rule that without a cluster token only loop
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -251,3 +254,28 @@ def test_worker_defaults_and_flags():
 def test_bad_worker_flags_are_refused(args):
     with pytest.raises(ConfigError):
         worker_config.load(args, {})
+
+
+# --- a bad flag at start ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "flag"),
+    [
+        ("scheduler_svc", "--scheduler_port"),
+        ("coordinator_svc", "--coordinator_port"),
+        ("worker_svc", "--worker_port"),
+    ],
+)
+def test_each_service_reports_a_bad_flag_in_one_line(module, flag):
+    service = module.removesuffix("_svc")
+    done = subprocess.run(
+        [sys.executable, "-m", module, f"{flag}=:99999"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": "postgresql://nowhere/x"},
+    )
+    assert done.returncode != 0
+    assert done.stderr == f"{service}: {flag}: port 99999 out of range 1-65535\n"

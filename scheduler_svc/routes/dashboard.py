@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_DIR = Path(__file__).resolve().parents[1] / "ui"
 
 # Nothing on the page may come from elsewhere, and no text from the API can become a script.
 SECURITY_HEADERS = {

@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
 
 from common.cronspec import CronError, CronSpec, fire_times, next_fire, parse
 from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
-from scheduler_svc.deps import parse_uuid, pool_of
+from scheduler_svc.deps import Pool, parse_uuid
 from scheduler_svc.schedule_models import (
     NameQuery,
     ScheduleCreate,
@@ -71,7 +72,7 @@ async def view_now(conn: Conn, row: ScheduleRow) -> dict[str, Any]:
 
 
 @router.post("/schedules", status_code=201)
-async def create_schedule(body: ScheduleCreate, request: Request) -> JSONResponse:
+async def create_schedule(body: ScheduleCreate, pool: Pool) -> JSONResponse:
     """Create a schedule. It fires only for ticks after this moment."""
     spec = cron_spec(body.cron, body.timezone)
     settings = ScheduleSettings(**(body.model_dump() | {"cron": spec.expression}))
@@ -85,7 +86,7 @@ async def create_schedule(body: ScheduleCreate, request: Request) -> JSONRespons
         await notify_wakeup(conn, Topic.SCHEDULES)
         return schedule_view(row, fires)
 
-    view = await in_transaction(pool_of(request), create)
+    view = await in_transaction(pool, create)
     if view is None:
         raise HTTPException(409, f"a schedule named {body.name!r} already exists")
     return JSONResponse(view, status_code=201)
@@ -93,14 +94,14 @@ async def create_schedule(body: ScheduleCreate, request: Request) -> JSONRespons
 
 @router.get("/schedules")
 async def list_schedules(
-    request: Request,
+    pool: Pool,
     name_prefix: Annotated[NameQuery, Query(max_length=200)] = "",
     paused: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[NameQuery | None, Query(min_length=1, max_length=200)] = None,
 ) -> dict[str, Any]:
     """Schedules in name order; pass next_cursor back as cursor for the next page."""
-    async with pool_of(request).connection() as conn:
+    async with pool.connection() as conn:
         rows = await schedules.list_schedules(conn, name_prefix, paused, cursor, limit)
         now = await schedules.database_now(conn)
     return {
@@ -110,10 +111,10 @@ async def list_schedules(
 
 
 @router.get("/schedules/{schedule_id}")
-async def get_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
+async def get_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """One schedule with its next fire times."""
     sid = parse_schedule_id(schedule_id)
-    async with pool_of(request).connection() as conn:
+    async with pool.connection() as conn:
         row = await schedules.get_schedule(conn, sid)
         if row is None:
             raise not_found(sid)
@@ -121,7 +122,7 @@ async def get_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
 
 
 @router.patch("/schedules/{schedule_id}")
-async def patch_schedule(request: Request, schedule_id: str, body: SchedulePatch) -> dict[str, Any]:
+async def patch_schedule(pool: Pool, schedule_id: str, body: SchedulePatch) -> dict[str, Any]:
     """Change some settings. A new expression or zone fires only for ticks after this moment;
     a new expression also re-anchors @every."""
     sid = parse_schedule_id(schedule_id)
@@ -148,24 +149,24 @@ async def patch_schedule(request: Request, schedule_id: str, body: SchedulePatch
         return schedule_view(row, fire_times(spec, at, anchor_at, UPCOMING))
 
     try:
-        return await in_transaction(pool_of(request), patch)
+        return await in_transaction(pool, patch)
     except psycopg.errors.UniqueViolation:
         raise HTTPException(409, f"a schedule named {body.name!r} already exists") from None
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
-async def delete_schedule(request: Request, schedule_id: str) -> Response:
+async def delete_schedule(pool: Pool, schedule_id: str) -> Response:
     """Stop the schedule for good. Runs already started keep running."""
     sid = parse_schedule_id(schedule_id)
     deleted = await in_transaction(
-        pool_of(request), lambda conn: schedules.delete_schedule(conn, sid)
+        pool, lambda conn: schedules.delete_schedule(conn, sid)
     )
     if not deleted:
         raise not_found(sid)
     return Response(status_code=204)
 
 
-async def set_paused(request: Request, schedule_id: str, paused: bool) -> dict[str, Any]:
+async def set_paused(pool: AsyncConnectionPool, schedule_id: str, paused: bool) -> dict[str, Any]:
     sid = parse_schedule_id(schedule_id)
 
     async def change(conn: Conn) -> dict[str, Any]:
@@ -175,23 +176,23 @@ async def set_paused(request: Request, schedule_id: str, paused: bool) -> dict[s
         await notify_wakeup(conn, Topic.SCHEDULES)
         return await view_now(conn, row)
 
-    return await in_transaction(pool_of(request), change)
+    return await in_transaction(pool, change)
 
 
 @router.post("/schedules/{schedule_id}/pause")
-async def pause_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
+async def pause_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """Stop running ticks; each one is still recorded, as skipped_paused."""
-    return await set_paused(request, schedule_id, True)
+    return await set_paused(pool, schedule_id, True)
 
 
 @router.post("/schedules/{schedule_id}/resume")
-async def resume_schedule(request: Request, schedule_id: str) -> dict[str, Any]:
+async def resume_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """Run ticks again, from this moment on (ticks during the pause never run)."""
-    return await set_paused(request, schedule_id, False)
+    return await set_paused(pool, schedule_id, False)
 
 
 @router.post("/schedules/{schedule_id}/trigger", status_code=201)
-async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
+async def trigger_schedule(pool: Pool, schedule_id: str) -> JSONResponse:
     """Start one run now, outside the cron and even when paused, under the overlap policy."""
     sid = parse_schedule_id(schedule_id)
 
@@ -214,7 +215,7 @@ async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
         await notify_wakeup(conn, *topics)
         return task, decision.cancel
 
-    task, cancelled = await in_transaction(pool_of(request), trigger)
+    task, cancelled = await in_transaction(pool, trigger)
     cancelled_ids = [str(run_id) for run_id in cancelled]
     return JSONResponse(
         {"task": task_status_view(task), "cancelled_task_ids": cancelled_ids}, status_code=201
@@ -223,13 +224,13 @@ async def trigger_schedule(request: Request, schedule_id: str) -> JSONResponse:
 
 @router.get("/schedules/{schedule_id}/preview")
 async def preview_schedule(
-    request: Request,
+    pool: Pool,
     schedule_id: str,
     count: Annotated[int, Query(ge=1, le=MAX_PREVIEW)] = 10,
 ) -> dict[str, Any]:
     """The next `count` fire times, in UTC and in the schedule's zone."""
     sid = parse_schedule_id(schedule_id)
-    async with pool_of(request).connection() as conn:
+    async with pool.connection() as conn:
         row = await schedules.get_schedule(conn, sid)
         if row is None:
             raise not_found(sid)
@@ -240,7 +241,7 @@ async def preview_schedule(
 
 @router.get("/schedules/{schedule_id}/ticks")
 async def list_ticks(
-    request: Request,
+    pool: Pool,
     schedule_id: str,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
@@ -251,7 +252,7 @@ async def list_ticks(
         before = parse_rfc3339(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(422, f"cursor {exc}") from None
-    async with pool_of(request).connection() as conn:
+    async with pool.connection() as conn:
         row = await schedules.get_schedule(conn, sid)
         if row is None:
             raise not_found(sid)

@@ -1,0 +1,7 @@
+"""The HTTP API, one router module per resource; `ROUTERS` is what the app includes."""
+
+from __future__ import annotations
+
+from scheduler_svc.routes import dashboard, health, schedules, tasks
+
+ROUTERS = (tasks.router, schedules.router, health.router, dashboard.router)
