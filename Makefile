@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
+# `make run`'s ports, also taken from the environment: SCHEDULER_PORT=9081 make run
+SCHEDULER_PORT ?= 8081
+COORDINATOR_PORT ?= 8080
+WORKER_BASE_PORT ?= 8001
 
 .PHONY: run test test-fast lint typecheck proto bench screenshots clean
 
@@ -20,7 +24,8 @@ proto/skiplock_pb2.py: proto/skiplock.proto $(VENV)/.installed
 proto: proto/skiplock_pb2.py
 
 run: proto
-	$(PY) -m devtools.run --workers=$(WORKERS)
+	$(PY) -m devtools.run --workers=$(WORKERS) --scheduler-port=$(SCHEDULER_PORT) \
+		--coordinator-port=$(COORDINATOR_PORT) --worker-base-port=$(WORKER_BASE_PORT)
 
 test: proto
 	$(PY) -m ruff check .

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/skiplock"
@@ -29,7 +31,7 @@ class ListenAddress:
 
 
 def parse_listen(value: str, flag: str) -> ListenAddress:
-    """Parse ':8080', '8080', 'host:8080' or '[::1]:8080'."""
+    """Parse ':8080', '8080', 'host:8080' or '[::1]:8080'; port 0 lets the system choose."""
     text = value.strip()
     host, sep, port_text = text.rpartition(":")
     if not sep:
@@ -39,9 +41,19 @@ def parse_listen(value: str, flag: str) -> ListenAddress:
         port = int(port_text)
     except ValueError:
         raise ConfigError(f"{flag}: expected [host]:port, got {value!r}") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{flag}: port {port} out of range 1-65535")
+    if not 0 <= port < 65536:
+        raise ConfigError(f"{flag}: port {port} out of range 0-65535")
     return ListenAddress(host, port)
+
+
+def add_ready_file_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        help='once listening, write {"host", "port", "pid"} as JSON to this file '
+        "(the port really bound, e.g. for port 0)",
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -6,10 +6,12 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.config import (
     ConfigError,
     ListenAddress,
+    add_ready_file_flag,
     cluster_token,
     database_url,
     parse_listen,
@@ -33,6 +35,7 @@ class CoordinatorConfig:
     handover_grace: float = 10.0
     submit_timeout: float = 5.0
     pool_max_size: int = 10
+    ready_file: Path | None = None
 
     @property
     def lost_after(self) -> float:
@@ -63,6 +66,7 @@ def load(
         action="store_true",
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
     )
+    add_ready_file_flag(parser)
     args = parser.parse_args(argv)
     if not 0.05 <= args.poll_interval <= 60:
         raise ConfigError("--poll-interval must be between 0.05 and 60 seconds")
@@ -81,4 +85,5 @@ def load(
         token=token,
         poll_interval=args.poll_interval,
         pool_max_size=args.pool_size,
+        ready_file=args.ready_file,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -13,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.grpc_auth import server_interceptors
 from common.limits import is_wildcard_host
 from common.loops import supervise
+from common.ready import write_ready_file
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.cron import cron_loop
 from coordinator_svc.dispatcher import Dispatcher
@@ -100,9 +102,10 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     dispatcher = Dispatcher(pool, config, wakeups, stubs)
     server = grpc.aio.server(interceptors=server_interceptors(config.token))
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(pool, config, wakeups), server)
-    server.add_insecure_port(config.listen.grpc_target())
+    port = server.add_insecure_port(config.listen.grpc_target())
     await server.start()
-    log.info("coordinator serving on %s", config.listen.grpc_target())
+    write_ready_file(config.ready_file, config.listen.bind_host, port)
+    log.info("coordinator serving on %s", replace(config.listen, port=port).grpc_target())
     try:
         await supervise(
             stop,

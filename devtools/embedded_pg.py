@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -34,6 +35,10 @@ SERVER_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 CONF_NAME = "skiplock.conf"
 STOP_MODES = ("smart", "fast", "immediate")
+# With port 0 a free port is chosen at start, and chosen again (up to this many times) when
+# another process binds it first.
+PORT_TRIES = 5
+PORT_TAKEN = "Address already in use"
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -60,6 +65,13 @@ class _PidFile:
     pid: int
     port: int | None
     status: str
+
+
+def _unused_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def _read_pid_file(data_dir: Path) -> _PidFile | None:
@@ -226,19 +238,20 @@ class EmbeddedPostgres:
     def start(self) -> None:
         """Initialise the cluster if needed, start it and wait until it accepts connections.
 
-        If a server already runs on this data dir it is reused; should it listen on another
-        port, `self.port` is updated to match.
+        Port 0 picks a free port (kept for later restarts). If a server already runs on this
+        data dir it is reused; should it listen on another port, `self.port` is updated to match.
         """
         began = time.monotonic()
         self.last_initdb_seconds = None
         with self._lock():
             info = _read_pid_file(self.data_dir)
             if info is not None and _is_postmaster_of(info.pid, self.data_dir):
-                if info.port is not None and info.port != self.port:
+                if info.port is not None and self.port not in (0, info.port):
                     log.warning(
                         "reusing server on %s, which listens on port %d (not %d)",
                         self.data_dir, info.port, self.port,
                     )
+                if info.port is not None:
                     self.port = info.port
             else:
                 self._start_locked(info)
@@ -343,14 +356,25 @@ class EmbeddedPostgres:
             # Left by a killed server and its PID since reused: PostgreSQL would take the
             # unrelated process for a live postmaster. A postgres PID is left for it to judge.
             (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-        self._write_config(account)
-        try:
-            self._pg_ctl(
-                ["start", "-w", "-t", str(int(self.start_timeout)), "-l", str(self.log_path)],
-                timeout=self.start_timeout + 10,
-            )
-        except EmbeddedPostgresError as err:
-            raise EmbeddedPostgresError(f"{err}\n--- server log ---\n{self.log_tail()}") from None
+        for tries_left in reversed(range(PORT_TRIES)):
+            chosen = self.port == 0
+            if chosen:
+                self.port = _unused_port(self.host)
+            self._write_config(account)
+            try:
+                self._pg_ctl(
+                    ["start", "-w", "-t", str(int(self.start_timeout)), "-l", str(self.log_path)],
+                    timeout=self.start_timeout + 10,
+                )
+                return
+            except EmbeddedPostgresError as err:
+                if chosen and tries_left and PORT_TAKEN in self.log_tail(5):
+                    # Another process bound the chosen port first: choose again.
+                    self.port = 0
+                    continue
+                raise EmbeddedPostgresError(
+                    f"{err}\n--- server log ---\n{self.log_tail()}"
+                ) from None
 
     def _initdb(self, account: _RunAs | None) -> None:
         began = time.monotonic()

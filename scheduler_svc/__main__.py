@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from common.config import ConfigError
 from common.loops import setup_logging
+from common.ready import write_ready_file
 from scheduler_svc.app import create_app
 from scheduler_svc.config import load
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, announcing the address it bound in the --ready-file."""
+
+    def __init__(self, config: uvicorn.Config, ready_file: Path | None) -> None:
+        super().__init__(config)
+        self.ready_file = ready_file
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            write_ready_file(self.ready_file, host, port)
 
 
 def main() -> None:
@@ -23,7 +40,7 @@ def main() -> None:
     # again; with these no-ops underneath, SIGTERM and Ctrl-C end the process with exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
-    uvicorn.run(
+    server_config = uvicorn.Config(
         create_app(config),
         host=config.listen.bind_host,
         port=config.listen.port,
@@ -31,6 +48,7 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    Server(server_config, config.ready_file).run()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from common.config import ListenAddress, database_url, parse_listen
+from common.config import ListenAddress, add_ready_file_flag, database_url, parse_listen
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class SchedulerConfig:
     listen: ListenAddress
     database_url: str
     pool_max_size: int = 10
+    ready_file: Path | None = None
 
 
 def load(
@@ -30,10 +32,14 @@ def load(
     )
     parser.add_argument("--host", default=None, help="interface to bind; overrides the host part")
     parser.add_argument("--pool-size", type=int, default=10, help="max database connections")
+    add_ready_file_flag(parser)
     args = parser.parse_args(argv)
     listen = parse_listen(args.scheduler_port, "--scheduler_port")
     if args.host is not None:
         listen = ListenAddress(args.host, listen.port)
     return SchedulerConfig(
-        listen=listen, database_url=database_url(env), pool_max_size=args.pool_size
+        listen=listen,
+        database_url=database_url(env),
+        pool_max_size=args.pool_size,
+        ready_file=args.ready_file,
     )

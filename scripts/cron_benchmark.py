@@ -16,7 +16,7 @@ materialisation alone: fire time -> every tick recorded and its run committed an
 drain through the slots.
 
 Each phase uses a fresh database on the server at --admin-url (dropped afterwards) and real
-scheduler, coordinator and worker processes (tests/support/processes.Cluster).
+scheduler, coordinator and worker processes (devtools/cluster.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,12 @@ sys.path.insert(0, str(REPO_ROOT))
 import psycopg  # noqa: E402
 
 from common.cronspec import fire_times, fire_times_between, parse  # noqa: E402
+from devtools import databases  # noqa: E402
+from devtools.cluster import Cluster, ServiceProcess, wait_for  # noqa: E402
+from devtools.cpu import CpuSample, cpu_sample  # noqa: E402
 from store import schedules, tasks  # noqa: E402
 from store.migrate import migrate  # noqa: E402
-from store.models import NewTask  # noqa: E402
-from tests.support import db as dbsupport  # noqa: E402
-from tests.support.cpu import CpuSample, cpu_sample  # noqa: E402
-from tests.support.processes import Cluster, ServiceProcess, wait_for  # noqa: E402
-from tests.support.schedules import DEFAULTS  # noqa: E402
+from store.models import NewTask, ScheduleSettings  # noqa: E402
 
 
 def cpu_report(before: CpuSample, after: CpuSample) -> list[str]:
@@ -76,13 +74,13 @@ def cpu_report(before: CpuSample, after: CpuSample) -> list[str]:
 
 @contextmanager
 def fresh_database(admin_url: str) -> Iterator[str]:
-    name = dbsupport.unique_name("skiplock_cronbench_")
-    url = dbsupport.create_database(admin_url, name)
+    name = databases.unique_name("skiplock_cronbench_")
+    url = databases.create_database(admin_url, name)
     try:
         migrate(url)
         yield url
     finally:
-        dbsupport.drop_database(admin_url, name)
+        databases.drop_database(admin_url, name)
 
 
 def create_schedules(url: str, crons: Sequence[str]) -> None:
@@ -94,12 +92,18 @@ def create_schedules(url: str, crons: Sequence[str]) -> None:
             for i, cron in enumerate(crons):
                 spec = parse(cron, "UTC")
                 first = fire_times(spec, at, at, 1)[0]
-                chosen = replace(
-                    DEFAULTS,
+                chosen = ScheduleSettings(
                     name=f"bench-{i:05d}",
                     cron=cron,
+                    timezone="UTC",
+                    command="true",
                     overlap="skip",
                     catchup_window_seconds=60,
+                    timeout_seconds=None,
+                    max_retries=0,
+                    retry_backoff_seconds=1.0,
+                    paused=False,
+                    jitter_seconds=0.0,
                 )
                 await schedules.insert_schedule(conn, uuid.uuid4(), chosen, at, first)
 
@@ -360,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--admin-url",
-        default=dbsupport.LOCAL_URL,
+        default=databases.LOCAL_URL,
         help="server to create throwaway databases on (default: %(default)s)",
     )
     parser.add_argument("--schedules", type=int, default=10_000)

@@ -10,10 +10,10 @@ duplicates: COUNT tasks over two coordinators and two workers; each coordinator 
             appends its token to a log, so real executions are counted outside the database.
             Reports duplicates (tasks that ran more than once) and unexplained ones (more runs
             than attempts that may have run, a run after a success, a task not terminal):
-            target 0 unexplained. The invariants are those of tests/support/invariants.py.
+            target 0 unexplained. The invariants are those of devtools/invariants.py.
 
 Each phase uses a fresh database on the server at --admin-url (dropped afterwards) and real
-scheduler, coordinator and worker processes (tests/support/processes.Cluster).
+scheduler, coordinator and worker processes (devtools/cluster.py).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import psycopg  # noqa: E402
 
-from store.migrate import migrate  # noqa: E402
-from tests.support import db as dbsupport  # noqa: E402
-from tests.support.invariants import audit  # noqa: E402
-from tests.support.processes import Cluster, wait_for  # noqa: E402
-from tests.support.tasks import (  # noqa: E402
+from devtools import databases  # noqa: E402
+from devtools.cluster import Cluster, wait_for  # noqa: E402
+from devtools.invariants import audit  # noqa: E402
+from devtools.tasks import (  # noqa: E402
     executions,
     new_token,
     recording_command,
@@ -50,6 +49,7 @@ from tests.support.tasks import (  # noqa: E402
     wait_all_terminal,
     wait_attempt,
 )
+from store.migrate import migrate  # noqa: E402
 
 PREFIX = "skiplock_faultbench_"
 # Endings a coordinator kill may cause; a worker is never killed in the duplicates phase.
@@ -81,7 +81,7 @@ def recovery(args: argparse.Namespace, log_dir: Path) -> float:
     )
     worst = 0.0
     with (
-        dbsupport.throwaway_database(args.admin_url, PREFIX, migrate=migrate) as url,
+        databases.throwaway_database(args.admin_url, PREFIX, migrate=migrate) as url,
         psycopg.connect(url, autocommit=True) as db,
     ):
         cluster = Cluster(url, log_dir / "recovery")
@@ -147,7 +147,7 @@ def duplicates(args: argparse.Namespace, log_dir: Path) -> int:
     print(f"== duplicates: {args.count} tasks, 2 coordinators (each killed -9 once), 2 workers")
     log = log_dir / "executions"
     with (
-        dbsupport.throwaway_database(args.admin_url, PREFIX, migrate=migrate) as url,
+        databases.throwaway_database(args.admin_url, PREFIX, migrate=migrate) as url,
         psycopg.connect(url, autocommit=True) as db,
     ):
         cluster = Cluster(url, log_dir / "duplicates")
@@ -172,7 +172,7 @@ def duplicates(args: argparse.Namespace, log_dir: Path) -> int:
                 )
                 port = cluster.coordinator_ports[index]
                 victim = next(
-                    c for c in reversed(cluster.coordinators) if f":{port}" in " ".join(c.args)
+                    c for c in reversed(cluster.coordinators) if c.ready and c.ready.port == port
                 )
                 victim.kill()
                 victim.wait(10)
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--admin-url",
-        default=dbsupport.LOCAL_URL,
+        default=databases.LOCAL_URL,
         help="a PostgreSQL server where throwaway databases may be created",
     )
     parser.add_argument("--phase", choices=("recovery", "duplicates", "all"), default="all")

@@ -29,11 +29,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from devtools import databases  # noqa: E402
+from devtools.cluster import Cluster  # noqa: E402
+from devtools.cpu import CpuSample, cpu_sample  # noqa: E402
 from scripts import spawn_baseline  # noqa: E402
 from store.migrate import migrate  # noqa: E402
-from tests.support import db as dbsupport  # noqa: E402
-from tests.support.cpu import CpuSample, cpu_sample  # noqa: E402
-from tests.support.processes import Cluster  # noqa: E402
 
 BENCHMARK = REPO_ROOT / "scripts" / "benchmark.sh"
 
@@ -91,7 +91,7 @@ def cpu_per_task(before: CpuSample, after: CpuSample, tasks: int) -> dict[str, f
 
 def one_round(admin_url: str, args: argparse.Namespace, log_dir: Path) -> Round:
     raw = raw_spawn_rate(args.count, args.command, args.workers * args.slots, log_dir.parent)
-    with dbsupport.throwaway_database(admin_url, "skiplock_tput_", migrate=migrate) as url:
+    with databases.throwaway_database(admin_url, "skiplock_tput_", migrate=migrate) as url:
         cluster = Cluster(url, log_dir)
         try:
             cluster.start(workers=args.workers, slots=args.slots)
@@ -126,7 +126,7 @@ def report(rounds: list[Round], args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    server = dbsupport.discover_server()
+    server = databases.discover_server()
     try:
         # Output files of both runs go to the same directory tree: creating files costs very
         # different CPU on different file systems (on this machine /tmp costs 30x the repo's).

@@ -1,5 +1,5 @@
-"""Shared fixtures: a real PostgreSQL (see tests/support/db.py), one migrated template database
-per session cloned for each test, and real service processes (tests/support/processes.py)."""
+"""Shared fixtures: a real PostgreSQL (see devtools/databases.py), one migrated template database
+per session cloned for each test, and real service processes (devtools/cluster.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import httpx
 import psycopg
 import pytest
 
+from devtools import databases
+from devtools.cluster import Cluster, Launcher, python_module
 from devtools.embedded_pg import EmbeddedPostgres
-from tests.support import db as dbsupport
-from tests.support.processes import Cluster, Launcher, python_module
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -36,18 +36,18 @@ def failed_so_far(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[dbsupport.PgServer]:
-    server = dbsupport.discover_server()
+def pg_server() -> Iterator[databases.PgServer]:
+    server = databases.discover_server()
     try:
         if server.kind == "local":
-            dbsupport.drop_stale_databases(server.admin_url)
+            databases.drop_stale_databases(server.admin_url)
         yield server
     finally:
         server.close()
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(pg_server: dbsupport.PgServer) -> str:
+def pg_admin_url(pg_server: databases.PgServer) -> str:
     """URL of a maintenance database on the test server; may CREATE/DROP DATABASE."""
     return pg_server.admin_url
 
@@ -57,20 +57,20 @@ def template_database(pg_admin_url: str) -> Iterator[str]:
     """Name of a database migrated once per session; each test gets a copy of it."""
     from store.migrate import migrate
 
-    name = dbsupport.create_template(pg_admin_url, migrate)
+    name = databases.create_template(pg_admin_url, migrate)
     try:
         yield name
     finally:
-        dbsupport.drop_database(pg_admin_url, name)
+        databases.drop_database(pg_admin_url, name)
 
 
 def _new_database(pg_admin_url: str, template: str | None) -> Iterator[str]:
-    name = dbsupport.unique_name(dbsupport.DATABASE_PREFIX)
-    url = dbsupport.create_database(pg_admin_url, name, template=template)
+    name = databases.unique_name(databases.DATABASE_PREFIX)
+    url = databases.create_database(pg_admin_url, name, template=template)
     try:
         yield url
     finally:
-        dbsupport.drop_database(pg_admin_url, name)
+        databases.drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def embedded_pg() -> Iterator[EmbeddedPostgres]:
     (connect with `embedded_pg.url("skiplock")`)."""
     from store.migrate import migrate
 
-    pg, cleanup = dbsupport.start_embedded(fast=True)
+    pg, cleanup = databases.start_embedded(fast=True)
     try:
         pg.ensure_database("skiplock")
         migrate(pg.url("skiplock"))

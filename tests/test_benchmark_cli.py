@@ -1,6 +1,7 @@
 """scripts/benchmark.sh and scripts/spawn_baseline.py: CLI parsing, figures, and whole runs
 against a real scheduler, coordinator and worker."""
 
+import ast
 import importlib.util
 import json
 import socket
@@ -12,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support.processes import Cluster
+from devtools.cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -234,15 +235,27 @@ def test_rejected_submissions_count_as_failed(running: Cluster,
 
 
 def test_unreachable_scheduler_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as sock:  # a port nothing listens on once the socket closes
+    with socket.socket() as sock:  # bound, not listening: connections to it are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code = benchmark.main(["-u", f"http://127.0.0.1:{port}", "-n", "1"])
+        code = benchmark.main(["-u", f"http://127.0.0.1:{port}", "-n", "1"])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert captured.err.startswith(f"benchmark: cannot reach scheduler at http://127.0.0.1:{port}")
+
+
+def test_scripts_do_not_import_the_tests() -> None:
+    for path in (REPO / "scripts").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not [n for n in names if n.split(".")[0] == "tests"], f"{path.name}: {names}"
 
 
 def test_spawn_baseline_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

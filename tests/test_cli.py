@@ -3,8 +3,10 @@ with --json, tables for people, and one-line errors."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
-import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,16 +14,10 @@ from typing import Any
 
 import pytest
 
+from devtools.cluster import LOOPBACK, Cluster, wait_for
+from devtools.tasks import submit
 from tests.support.cli import cli_json, describe, run_cli
-from tests.support.processes import (
-    LOOPBACK,
-    Cluster,
-    ServiceProcess,
-    free_port,
-    port_accepts,
-    wait_for,
-)
-from tests.support.tasks import submit
+from tests.support.inprocess import refusing_address
 
 STATUS_VIEW = {
     "task_id", "command", "status", "scheduled_at", "picked_at", "started_at", "completed_at",
@@ -189,8 +185,9 @@ def test_validation_errors_name_the_field(url: str) -> None:
 
 
 def test_an_unreachable_scheduler_says_where_and_how_to_start_one() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    result = run_cli("status", str(uuid.uuid4()), url=url)
+    with refusing_address() as address:
+        url = f"http://{address}"
+        result = run_cli("status", str(uuid.uuid4()), url=url)
     assert result.returncode == 1, describe(result)
     assert url in result.stderr and "make run" in result.stderr, describe(result)
     assert len(result.stderr.splitlines()) == 1, describe(result)
@@ -200,8 +197,9 @@ def test_the_url_comes_from_the_environment_unless_given(module_cluster: Cluster
     task_id = submit(module_cluster, "true")
     from_env = run_cli("--json", "status", task_id, env={"SKIPLOCK_URL": url})
     assert from_env.returncode == 0, describe(from_env)
-    elsewhere = f"http://127.0.0.1:{free_port()}"
-    overridden = run_cli("status", task_id, url=elsewhere, env={"SKIPLOCK_URL": url})
+    with refusing_address() as address:
+        elsewhere = f"http://{address}"
+        overridden = run_cli("status", task_id, url=elsewhere, env={"SKIPLOCK_URL": url})
     assert overridden.returncode == 1 and elsewhere in overridden.stderr, describe(overridden)
 
 
@@ -274,15 +272,13 @@ def test_a_url_that_is_not_a_scheduler_is_named(tmp_path: Path) -> None:
     task_id = str(uuid.uuid4())
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / task_id).write_text("not json\n")
-    port = free_port()
-    server = ServiceProcess(
-        "http.server",
-        [sys.executable, "-m", "http.server", "--bind", LOOPBACK, str(port)],
-        tmp_path / "http.log",
-        cwd=tmp_path,
-    ).start()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    # Port 0: the server binds a port of its own; served from a thread of this test.
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
     try:
-        wait_for(lambda: port_accepts(port), timeout=30, message="http.server to listen")
+        port = server.server_address[1]
         url = f"http://{LOOPBACK}:{port}"
         answered = run_cli("status", task_id, url=url)
         assert answered.returncode == 1, describe(answered)
@@ -296,7 +292,9 @@ def test_a_url_that_is_not_a_scheduler_is_named(tmp_path: Path) -> None:
             missing.stderr.startswith("skiplock: 404: ") and len(missing.stderr.splitlines()) == 1
         )
     finally:
-        server.cleanup()
+        server.shutdown()
+        server.server_close()
+        serving.join(10)
 
 
 def test_schedules_update_changes_only_what_is_given(url: str) -> None:

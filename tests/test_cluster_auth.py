@@ -11,10 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devtools.cluster import LOOPBACK, ServiceProcess, wait_for
+from devtools.tasks import submit, wait_status
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
-from tests.support.processes import LOOPBACK, ServiceProcess, free_port, wait_for
-from tests.support.tasks import submit, wait_status
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -103,7 +103,7 @@ def test_without_a_token_only_loopback_is_bound_unless_insecure(
 ):
     env = {"DATABASE_URL": database_url}
     refused = ServiceProcess.python_module(
-        "refused", module, [f"{flag}=0.0.0.0:{free_port()}"], tmp_path / "refused.log", env
+        "refused", module, [f"{flag}=0.0.0.0:0"], tmp_path / "refused.log", env
     ).start()
     try:
         assert refused.wait(30) != 0
@@ -113,11 +113,12 @@ def test_without_a_token_only_loopback_is_bound_unless_insecure(
 
     # A bare ":port" means loopback only; --insecure allows every interface.
     for args, everywhere in (([], False), (["--insecure"], True)):
-        port = free_port()
         proc = ServiceProcess.python_module(
-            "service", module, [f"{flag}=:{port}", *args], tmp_path / "service.log", env
-        ).start()
+            "service", module, [f"{flag}=:0", *args], tmp_path / "service.log", env,
+            ready_file=tmp_path / "service.ready",
+        ).start()  # fmt: skip
         try:
+            port = proc.wait_ready().port
             hosts = wait_for(functools.partial(listening_hosts, port), 30, message=proc.describe)
             if everywhere:
                 assert any(h.is_unspecified for h in hosts), hosts

@@ -96,13 +96,15 @@ def test_every_service_reads_the_same_database_settings():
         ("localhost:1", "localhost", 1),
         ("[::1]:65535", "::1", 65535),
         ("0.0.0.0:8000", "0.0.0.0", 8000),
+        # the system chooses; the service announces the port in its --ready-file
+        (":0", "", 0),
     ],
 )
 def test_listen_addresses_parse(value, host, port):
     assert parse_listen(value, "--flag") == ListenAddress(host, port)
 
 
-@pytest.mark.parametrize("value", ["", ":", "abc", "host:", ":0", ":65536", "host:http", ":-1"])
+@pytest.mark.parametrize("value", ["", ":", "abc", "host:", ":65536", "host:http", ":-1"])
 def test_bad_listen_addresses_name_the_flag(value):
     with pytest.raises(ConfigError, match="--scheduler_port"):
         parse_listen(value, "--scheduler_port")
@@ -231,6 +233,19 @@ def test_a_malformed_worker_address_is_refused(value):
         worker_config.load(["--worker_port=:8000"], {"WORKER_ADDRESS": value} | TOKEN)
 
 
+def test_a_worker_on_port_0_is_named_and_advertised_by_the_port_it_gets():
+    config = worker_config.load(["--worker_port=127.0.0.1:0"], {})
+    bound = config.bound_to(41237)
+    assert (bound.advertise_address, bound.worker_id) == ("127.0.0.1:41237", f"{HOST}-41237")
+    named = worker_config.load(
+        ["--worker_port=:0"], {"WORKER_ADDRESS": "w.example:9000", "WORKER_ID": "w"} | TOKEN
+    ).bound_to(41237)
+    assert (named.advertise_address, named.worker_id) == ("w.example:9000", "w")
+    # A coordinator's port is dialed, so it cannot be 0.
+    with pytest.raises(ConfigError, match="port 0"):
+        worker_config.load(["--coordinator=c1:8080,c2:0"], {})
+
+
 def test_worker_defaults_and_flags():
     config = worker_config.load([], {})
     assert config.listen == ListenAddress("127.0.0.1", 8000)
@@ -278,4 +293,4 @@ def test_each_service_reports_a_bad_flag_in_one_line(module, flag):
         env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": "postgresql://nowhere/x"},
     )
     assert done.returncode != 0
-    assert done.stderr == f"{service}: {flag}: port 99999 out of range 1-65535\n"
+    assert done.stderr == f"{service}: {flag}: port 99999 out of range 0-65535\n"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.support.processes import Cluster, wait_for
+from devtools.cluster import Cluster, wait_for
 
 Db = psycopg.Connection[Any]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from devtools.cluster import Cluster, wait_for
 from tests.conftest import failed_so_far
 from tests.support.browser import VIEWPORT, ColorScheme, PageWatch, chromium, screenshot
-from tests.support.processes import Cluster, wait_for
 
 # Generous: the machine is shared, and a page refreshes every few seconds.
 SEEN = 30_000  # ms

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.processes import LOOPBACK, Cluster, free_port, wait_for
+from devtools.cluster import LOOPBACK, Cluster, wait_for
 
 Db = psycopg.Connection[Any]
 FINISHED = ("succeeded", "failed")
@@ -176,11 +176,11 @@ def test_a_worker_bound_to_all_interfaces_advertises_its_hostname(cluster_factor
     except OSError:
         pytest.skip(f"this machine's hostname {hostname!r} does not resolve")
     cluster = cluster_factory(workers=0)
-    port = free_port()
-    # No WORKER_ADDRESS, bound to every interface (allowed: the cluster has a token).
-    cluster.start_worker(
-        "roaming", port=port, extra_args=[f"--worker_port=:{port}"], env={"WORKER_ADDRESS": None}
-    )
+    # No WORKER_ADDRESS, bound to every interface (allowed: the cluster has a token), on a
+    # port the system chooses: the worker advertises the port it really bound.
+    cluster.start_worker("roaming", extra_args=["--worker_port=:0"], env={"WORKER_ADDRESS": None})
+    port = cluster.worker_ports["roaming"]
+    assert port != 0
     wait_registered(cluster, ["roaming"])
     row = db.execute("SELECT address FROM workers WHERE id = 'roaming'").fetchone()
     assert row == (f"{hostname}:{port}",)

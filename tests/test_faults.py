@@ -2,7 +2,7 @@
 killed under load. After each fault the database must show every accepted task in exactly one
 terminal state, and a task run twice only where an attempt ended with a recorded reason.
 
-Commands append a token to a log each time they really run (tests.support.tasks), so how often a
+Commands append a token to a log each time they really run (devtools.tasks), so how often a
 task ran is counted on the side, not taken from the database under test. Commands that must hang
 on one worker and finish on another look at $WORKER_ID, which every worker's commands inherit.
 """
@@ -23,14 +23,12 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.invariants import SlotWatch, audit
-from tests.support.processes import Cluster, wait_for
-from tests.support.tasks import (
+from devtools.cluster import Cluster, wait_for
+from devtools.invariants import SlotWatch, audit
+from devtools.tasks import (
     attempt_rows,
     executions,
     new_token,
-    pid_alive,
-    read_pids,
     recording_command,
     submit,
     submit_many,
@@ -38,6 +36,7 @@ from tests.support.tasks import (
     wait_attempt,
     wait_status,
 )
+from tests.support.pids import pid_alive, read_pids
 
 # Coordinators declare a worker lost after this much silence (coordinator_svc/config.py).
 LOST_AFTER = 3.0

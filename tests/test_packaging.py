@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from devtools.cluster import REPO_ROOT, Cluster
 from tests.support.cli import describe, run_cli
-from tests.support.processes import REPO_ROOT, Cluster
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 SCRIPTS = {

@@ -17,23 +17,21 @@ import httpx
 import psycopg
 import pytest
 
-from store import dispatch, tasks
-from store.models import AttemptEnd, NewTask
-from store.vocabulary import AttemptStatus, EndReason
-from tests.support import db as dbsupport
-from tests.support.attempts import end_attempt
-from tests.support.invariants import audit
-from tests.support.processes import Cluster
-from tests.support.tasks import (
+from devtools import databases
+from devtools.cluster import Cluster
+from devtools.invariants import audit
+from devtools.tasks import (
     attempt_rows,
-    group_members,
-    pid_alive,
-    read_pids,
     submit,
     task_row,
     wait_attempt,
     wait_status,
 )
+from store import dispatch, tasks
+from store.models import AttemptEnd, NewTask
+from store.vocabulary import AttemptStatus, EndReason
+from tests.support.attempts import end_attempt
+from tests.support.pids import group_members, pid_alive, read_pids
 
 KILL_GRACE = 1.0
 
@@ -42,7 +40,7 @@ KILL_GRACE = 1.0
 def cluster(
     pg_admin_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    with dbsupport.throwaway_database(pg_admin_url, template=template_database) as url:
+    with databases.throwaway_database(pg_admin_url, template=template_database) as url:
         cluster = Cluster(url, tmp_path_factory.mktemp("reliability"))
         try:
             cluster.start_coordinator()

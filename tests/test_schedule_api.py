@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.processes import Cluster
+from devtools.cluster import Cluster
 from tests.support.schedules import fire
 
 

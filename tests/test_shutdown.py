@@ -9,17 +9,15 @@ import threading
 import httpx
 import psycopg
 
-from tests.support.invariants import audit
-from tests.support.processes import port_accepts, wait_for
-from tests.support.tasks import (
+from devtools.cluster import port_accepts, wait_for
+from devtools.invariants import audit
+from devtools.tasks import (
     attempt_rows,
-    group_members,
-    pid_alive,
-    read_pids,
     submit,
     wait_attempt,
     wait_status,
 )
+from tests.support.pids import group_members, pid_alive, read_pids
 
 
 def draining(db, worker_id: str) -> bool:

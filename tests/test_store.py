@@ -31,11 +31,11 @@ import pytest
 from psycopg import pq
 
 import store
+from devtools.cluster import REPO_ROOT, wait_for
 from store import dispatch, migrate, models
 from store.models import AttemptEnd, AttemptKey, Claim, ClaimedAttempt
 from store.vocabulary import AttemptStatus, EndReason
 from tests.support.attempts import end_attempt, mark_attempt_running
-from tests.support.processes import REPO_ROOT, wait_for
 
 Db = psycopg.Connection[Any]
 AConn = psycopg.AsyncConnection[Any]

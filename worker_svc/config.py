@@ -6,10 +6,17 @@ import argparse
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.config import ConfigError, ListenAddress, cluster_token, parse_listen, secure_listen
+from common.config import (
+    ConfigError,
+    ListenAddress,
+    add_ready_file_flag,
+    cluster_token,
+    parse_listen,
+    secure_listen,
+)
 from common.limits import is_wildcard_host
 
 
@@ -20,37 +27,56 @@ class WorkerConfig:
     slots: int
     output_dir: Path
     drain_timeout: float
-    worker_id: str
-    # host:port coordinators dial to reach this worker
-    advertise_address: str
+    # WORKER_ID; None names the worker "<hostname>-<listen port>"
+    given_id: str | None
+    hostname: str
+    # the host coordinators dial, and the port when WORKER_ADDRESS names one (else the listen port)
+    advertise_host: str
+    advertise_port: int | None
     token: str | None
+    ready_file: Path | None = None
     # SIGTERM first; SIGKILL when the group outlives this grace
     kill_grace: float = 5.0
     submit_deadline: float = 5.0
 
+    @property
+    def worker_id(self) -> str:
+        return (self.given_id or f"{self.hostname}-{self.listen.port}")[:200]
 
-def advertised_address(listen: ListenAddress, env: Mapping[str, str]) -> str:
-    """WORKER_ADDRESS (+ port), else the bound host when specific, else this machine's hostname.
+    @property
+    def advertise_address(self) -> str:
+        """host:port coordinators dial to reach this worker."""
+        host, port = self.advertise_host, self.advertise_port or self.listen.port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    Never a wildcard: coordinators dial this address.
-    """
+    def bound_to(self, port: int) -> WorkerConfig:
+        """This configuration once the server is bound: with --worker_port's port 0 the system
+        chose `port`, which the worker's default id and its advertised address then use."""
+        return replace(self, listen=replace(self.listen, port=port))
+
+
+def advertised_host(
+    listen: ListenAddress, env: Mapping[str, str], hostname: str
+) -> tuple[str, int | None]:
+    """WORKER_ADDRESS (and its port, if any), else the bound host when specific, else this
+    machine's hostname. Never a wildcard: coordinators dial this address."""
     explicit = env.get("WORKER_ADDRESS", "").strip()
     if explicit:
-        host, port = split_address(explicit, listen.port)
+        host, port = split_address(explicit)
     elif not is_wildcard_host(listen.host):
-        host, port = listen.host, listen.port
+        host, port = listen.host, None
     else:
-        host, port = socket.gethostname(), listen.port
+        host, port = hostname, None
     if is_wildcard_host(host):
         raise ConfigError(
             f"WORKER_ADDRESS {explicit!r} is a wildcard that coordinators cannot dial; "
             "give this worker's hostname or IP address"
         )
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, port
 
 
-def split_address(text: str, default_port: int) -> tuple[str, int]:
-    """'host', 'host:port', a bare IPv6 address, '[v6]' or '[v6]:port' -> (host, port)."""
+def split_address(text: str) -> tuple[str, int | None]:
+    """'host', 'host:port', a bare IPv6 address, '[v6]' or '[v6]:port' -> (host, port or None)."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")
@@ -60,7 +86,7 @@ def split_address(text: str, default_port: int) -> tuple[str, int]:
         host, port = text, ""
     if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
         raise ConfigError(f"WORKER_ADDRESS: expected host or host:port, got {text!r}")
-    return host, int(port) if port else default_port
+    return host, int(port) if port else None
 
 
 def parse_coordinators(value: str) -> tuple[str, ...]:
@@ -68,7 +94,8 @@ def parse_coordinators(value: str) -> tuple[str, ...]:
     if not targets:
         raise ConfigError("--coordinator: give at least one host:port")
     for target in targets:
-        parse_listen(target, "--coordinator")
+        if parse_listen(target, "--coordinator").port == 0:
+            raise ConfigError(f"--coordinator: {target!r} names port 0, which cannot be dialed")
     return targets
 
 
@@ -111,6 +138,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         action="store_true",
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
     )
+    add_ready_file_flag(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.slots <= 1000:
         raise ConfigError("--slots must be between 1 and 1000")
@@ -120,8 +148,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     listen = secure_listen(
         parse_listen(args.worker_port, "--worker_port"), token, args.insecure, "--worker_port"
     )
-    advertise = advertised_address(listen, env)
-    worker_id = env.get("WORKER_ID", "").strip() or f"{socket.gethostname()}-{listen.port}"
+    hostname = socket.gethostname()
+    advertise_host, advertise_port = advertised_host(listen, env, hostname)
     return WorkerConfig(
         listen=listen,
         coordinators=parse_coordinators(args.coordinator),
@@ -129,8 +157,11 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # Absolute, so the path reported for each output file means the same to every reader.
         output_dir=Path(args.output_dir).absolute(),
         drain_timeout=args.drain_timeout,
-        worker_id=worker_id[:200],
-        advertise_address=advertise,
+        given_id=env.get("WORKER_ID", "").strip() or None,
+        hostname=hostname,
+        advertise_host=advertise_host,
+        advertise_port=advertise_port,
         token=token,
+        ready_file=args.ready_file,
         kill_grace=args.kill_grace,
     )

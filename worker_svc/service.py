@@ -11,6 +11,7 @@ import grpc
 
 from common.grpc_auth import server_interceptors
 from common.loops import supervise, wait_any
+from common.ready import write_ready_file
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from proto.timestamps import to_timestamp
@@ -172,12 +173,15 @@ class Worker:
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     """Serve until stop is set, then drain and shut down. A background loop that dies stops
     the worker (its commands are killed) and the error is raised."""
+    server = grpc.aio.server(interceptors=server_interceptors(config.token))
+    # Bound first: with port 0 the worker's default id and advertised address use the port
+    # the system chose.
+    config = config.bound_to(server.add_insecure_port(config.listen.grpc_target()))
     client = CoordinatorClient(config.coordinators, config.token)
     worker = Worker(config, client)
-    server = grpc.aio.server(interceptors=server_interceptors(config.token))
     pb_grpc.add_WorkerServicer_to_server(WorkerServicer(worker), server)
-    server.add_insecure_port(config.listen.grpc_target())
     await server.start()
+    write_ready_file(config.ready_file, config.listen.bind_host, config.listen.port)
     log.info(
         "worker %s serving on %s, advertising %s, %d slots",
         config.worker_id,

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tests.support.processes import REPO_ROOT, service_env
+from devtools.cluster import REPO_ROOT, service_env
 
 FROM_CHECKOUT = (sys.executable, "-m", "skiplock_cli")
 

@@ -110,8 +110,10 @@ def worker_config(tmp_path: Path, coordinator: str, slots: int = 2) -> WorkerCon
         slots=slots,
         output_dir=tmp_path / "output",
         drain_timeout=0,
-        worker_id="worker-under-test",
-        advertise_address=f"{LOOPBACK}:1",
+        given_id="worker-under-test",
+        hostname=LOOPBACK,
+        advertise_host=LOOPBACK,
+        advertise_port=1,
         token=None,
         kill_grace=0.5,
     )

@@ -11,7 +11,7 @@ import pytest
 
 from proto import skiplock_pb2 as pb
 from tests.support.inprocess import eventually
-from tests.support.tasks import group_members, pid_alive
+from tests.support.pids import group_members, pid_alive
 from worker_svc.process import Execution, Outcome, ProcessRunner
 
 

@@ -3,7 +3,7 @@
 Every accepted task is there and ended in exactly one terminal state; its attempts are numbered
 without gaps, all ended, never one after a success; a task started more than once only where an
 attempt ended with a recorded reason; no slot is left counted. With a log of real executions
-(see tests.support.tasks.recording_command) it also checks how often each command really ran.
+(see devtools.tasks.recording_command) it also checks how often each command really ran.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Helpers for end-to-end task tests: submitting through the real API, waiting on the database,
-and watching the processes a command left behind (by pid, from /proc)."""
+"""Tasks through the real API, for the tests and the benchmarks: submitting, waiting on the
+database, and counting how often a command really ran."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.support.processes import Cluster, wait_for
+from devtools.cluster import Cluster, wait_for
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -155,48 +154,7 @@ def wait_all_terminal(
     wait_for(lambda: unfinished() == 0, timeout, interval=0.2, message=explain)
 
 
-# --- processes and side effects -----------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "pid (comm) state ppid pgrp ...": comm may contain spaces, so split after its ')'.
-    return text.rsplit(")", 1)[1].split()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether the process exists and is not a zombie (a zombie has run its last instruction)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is `pgid`."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is not None and fields[0] not in ("Z", "X") and fields[2] == str(pgid):
-            members.append(int(entry))
-    return members
-
-
-def read_pids(path: Path, count: int, timeout: float = 20.0) -> list[int]:
-    """Wait until `path` holds at least `count` pids (one a line) and return them."""
-
-    def pids() -> list[int]:
-        try:
-            lines = path.read_text().split()
-        except FileNotFoundError:
-            return []
-        values = [int(v) for v in lines if v.isdigit()]
-        return values if len(values) >= count else []
-
-    return wait_for(pids, timeout, message=f"{count} pids in {path}")
+# --- counting real executions -----------------------------------------------------------------
 
 
 def recording_command(log: Path, token: str, tail: str = "", at_end: bool = False) -> str:

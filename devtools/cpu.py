@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import ServiceProcess
+from devtools.cluster import ServiceProcess
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -1,4 +1,5 @@
-"""Finding a PostgreSQL server for the suite and making throwaway databases on it.
+"""Finding a PostgreSQL server for the suite and the benchmarks, and making throwaway databases
+on it.
 
 Discovery order: TEST_DATABASE_URL; a server on 127.0.0.1:5432 (user postgres, trust auth);
 a testcontainers PostgreSQL when a Docker engine answers; else an embedded server in a temp dir.
@@ -96,17 +97,10 @@ def docker_engine_answers(timeout: float = 2.0) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_embedded(fast: bool = True) -> tuple[EmbeddedPostgres, Callable[[], None]]:
     """An embedded server in a fresh temp dir, with a cleanup that stops and deletes it."""
     root = Path(tempfile.mkdtemp(prefix="skiplock-test-pg-"))
-    pg = EmbeddedPostgres(root / "pg", _free_port(), fast=fast)
+    pg = EmbeddedPostgres(root / "pg", 0, fast=fast)
 
     def cleanup() -> None:
         with contextlib.suppress(Exception):
