@@ -25,6 +25,12 @@ from typing import Any
 
 import aiohttp
 import yarl
+from rich.progress import Progress
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from devtools.progress import terminal_progress  # noqa: E402
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 POLL_PAUSE_S = 0.5  # pause between status sweeps; latencies use server times, not this
@@ -471,16 +477,31 @@ async def run(config: Config) -> tuple[list[Task], float, OpenLoop | None] | str
         mode = f"at {config.rate:g}/s" if config.rate > 0 else "as fast as possible"
         print(f"submitting {config.count} tasks to {config.url} {mode}, "
               f"{config.parallel} in flight", file=sys.stderr)
-        open_loop = None
-        if config.rate > 0:
-            open_loop = await submit_open_loop(client, clock, config, tasks)
-        else:
-            await submit_closed_loop(client, clock, config, tasks)
-        submit_end = clock.wall()
-        await poll_until_done(client, clock, config, tasks)
+        with terminal_progress() as bars:
+            shown = asyncio.create_task(show_progress(bars, tasks))
+            open_loop = None
+            if config.rate > 0:
+                open_loop = await submit_open_loop(client, clock, config, tasks)
+            else:
+                await submit_closed_loop(client, clock, config, tasks)
+            submit_end = clock.wall()
+            await poll_until_done(client, clock, config, tasks)
+            shown.cancel()
     finally:
         await client.close()
     return tasks, submit_end, open_loop
+
+
+async def show_progress(bars: Progress, tasks: Sequence[Task]) -> None:
+    """Tasks submitted and finished so far, on a terminal (see devtools/progress.py)."""
+    if bars.disable:
+        return
+    submitted = bars.add_task("submitted", total=len(tasks))
+    finished = bars.add_task("finished", total=len(tasks))
+    while True:
+        bars.update(submitted, completed=sum(1 for t in tasks if t.task_id or t.error))
+        bars.update(finished, completed=sum(1 for t in tasks if t.status or t.error))
+        await asyncio.sleep(0.25)
 
 
 def _warn_problems(tasks: Sequence[Task], open_loop: OpenLoop | None) -> None:

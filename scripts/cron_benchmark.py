@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,7 @@ from common.cronspec import fire_times, fire_times_between, parse  # noqa: E402
 from devtools import databases  # noqa: E402
 from devtools.cluster import Cluster, ServiceProcess, wait_for  # noqa: E402
 from devtools.cpu import CpuSample, cpu_sample  # noqa: E402
+from devtools.progress import watched  # noqa: E402
 from store import schedules, tasks  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.models import NewTask, ScheduleSettings  # noqa: E402
@@ -146,13 +148,16 @@ def measured_window(
     services: dict[str, ServiceProcess],
     start: datetime,
     seconds: float,
+    label: str,
 ) -> tuple[datetime, list[str]]:
     """Wait out the window [start, start + seconds) and its runs; return its end and CPU use."""
-    wait_until(conn, start)
-    before = cpu_sample(services)
     end = start + timedelta(seconds=seconds)
-    wait_until(conn, end)
-    after = cpu_sample(services)
+    began, total = time.monotonic(), (end - db_now(conn)).total_seconds()
+    with watched(f"{label}: seconds to the window's end", total, lambda: time.monotonic() - began):
+        wait_until(conn, start)
+        before = cpu_sample(services)
+        wait_until(conn, end)
+        after = cpu_sample(services)
     wait_for(
         lambda: unfinished(conn, start, end) == 0,
         300,
@@ -226,7 +231,7 @@ def baseline(args: argparse.Namespace, log_dir: Path) -> None:
                 f"baseline: {count} one-off tasks, {count / seconds:.1f} due at each second",
                 flush=True,
             )
-            end, cpu = measured_window(conn, args, services, start, seconds)
+            end, cpu = measured_window(conn, args, services, start, seconds, "baseline")
             print(f"baseline: window {seconds} s, one-off tasks")
             report_runs(conn, start, end)
             print("\n".join(cpu))
@@ -245,7 +250,7 @@ def steady(args: argparse.Namespace, log_dir: Path) -> None:
             services |= {name: p for name, p in cluster.workers.items()}
             print(f"steady: {args.schedules} schedules, warming up {args.warmup:.0f} s", flush=True)
             start = db_now(conn) + timedelta(seconds=args.warmup)
-            end, cpu = measured_window(conn, args, services, start, args.duration)
+            end, cpu = measured_window(conn, args, services, start, args.duration, "steady")
             report_steady(conn, args, crons, start, end)
             print("\n".join(cpu))
         finally:
@@ -293,6 +298,16 @@ def report_steady(
     print(f"  ticks recorded {recorded}, absent {expected - recorded}, outcomes {outcomes}")
     print(f"  fire -> decided  {percentiles(decided)}")
     report_runs(conn, start, end)
+
+
+def started_runs(url: str, at: datetime) -> int:
+    """Runs of the burst started so far (on a connection of its own: progress is drawn from a
+    thread of its own)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM tasks WHERE fire_time = %s AND started_at IS NOT NULL", (at,)
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def burst(args: argparse.Namespace, log_dir: Path) -> None:
@@ -349,7 +364,10 @@ def burst(args: argparse.Namespace, log_dir: Path) -> None:
                 ).fetchone()
                 return row[0] if row else None
 
-            last_start = wait_for(all_started, 600, interval=0.2, message="the burst to drain")
+            with watched("burst: runs started", args.burst, lambda: started_runs(url, at)):
+                last_start = wait_for(
+                    all_started, 600, interval=0.2, message="the burst to drain"
+                )
             assert last_start is not None
             print(
                 f"  with {args.workers} workers x {args.slots} slots started afterwards: "

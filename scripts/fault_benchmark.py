@@ -40,6 +40,7 @@ import psycopg  # noqa: E402
 from devtools import databases  # noqa: E402
 from devtools.cluster import Cluster, wait_for  # noqa: E402
 from devtools.invariants import audit  # noqa: E402
+from devtools.progress import watched  # noqa: E402
 from devtools.tasks import (  # noqa: E402
     executions,
     new_token,
@@ -164,25 +165,34 @@ def duplicates(args: argparse.Namespace, log_dir: Path) -> int:
                 )
             )
             submitter.start()
-            for index, share in ((0, 0.25), (1, 0.60)):
-                wait_for(
-                    lambda s=share: sum(executions(log).values()) >= s * args.count,
-                    600,
-                    message=f"{share:.0%} of the tasks to run",
-                )
-                port = cluster.coordinator_ports[index]
-                victim = next(
-                    c for c in reversed(cluster.coordinators) if c.ready and c.ready.port == port
-                )
-                victim.kill()
-                victim.wait(10)
-                done = sum(executions(log).values())
-                print(f"   killed coordinator {index + 1} (-9) with {done} tasks run; restarting")
-                cluster.start_coordinator(port=port)
-            submitter.join()
-            [ids] = submitted
-            print(f"   submitted {len(ids)} (while running)")
-            wait_all_terminal(db, ids, timeout=900)
+
+            def ran_so_far() -> int:
+                return sum(executions(log).values())
+
+            with watched("duplicates: commands run", args.count, ran_so_far):
+                for index, share in ((0, 0.25), (1, 0.60)):
+                    wait_for(
+                        lambda s=share: ran_so_far() >= s * args.count,
+                        600,
+                        message=f"{share:.0%} of the tasks to run",
+                    )
+                    port = cluster.coordinator_ports[index]
+                    victim = next(
+                        c
+                        for c in reversed(cluster.coordinators)
+                        if c.ready and c.ready.port == port
+                    )
+                    victim.kill()
+                    victim.wait(10)
+                    print(
+                        f"   killed coordinator {index + 1} (-9) with {ran_so_far()} tasks run;"
+                        " restarting"
+                    )
+                    cluster.start_coordinator(port=port)
+                submitter.join()
+                [ids] = submitted
+                print(f"   submitted {len(ids)} (while running)")
+                wait_all_terminal(db, ids, timeout=900)
             elapsed = time.monotonic() - began
         ran = executions(log)
         by_task = {task_id: ran[token] for token, task_id in zip(tokens, ids, strict=True)}

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from devtools import databases  # noqa: E402
 from devtools.cluster import Cluster  # noqa: E402
 from devtools.cpu import CpuSample, cpu_sample  # noqa: E402
+from devtools.progress import on_terminal, phase  # noqa: E402
 from scripts import spawn_baseline  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 
@@ -73,11 +74,14 @@ def raw_spawn_rate(count: int, command: str, concurrency: int, out_root: Path) -
 
 
 def run_benchmark(url: str, args: Sequence[str]) -> dict[str, Any]:
+    # On a terminal the benchmark's own progress shows through; otherwise its stderr is kept
+    # for when it fails.
+    stderr = None if on_terminal() else subprocess.PIPE
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         proc = subprocess.run([str(BENCHMARK), "-u", url, *args, "--json", out.name],
-                              capture_output=True, text=True, check=False)
+                              stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
         if proc.returncode != 0:
-            print(proc.stdout + proc.stderr, file=sys.stderr)
+            print(proc.stdout + (proc.stderr or ""), file=sys.stderr)
         figures: dict[str, Any] = json.loads(Path(out.name).read_text())
     return figures
 
@@ -89,11 +93,13 @@ def cpu_per_task(before: CpuSample, after: CpuSample, tasks: int) -> dict[str, f
     return {name: seconds * 1000 / tasks for name, seconds in spent.items()}
 
 
-def one_round(admin_url: str, args: argparse.Namespace, log_dir: Path) -> Round:
+def one_round(admin_url: str, args: argparse.Namespace, log_dir: Path, label: str) -> Round:
+    phase(f"{label}: raw spawn rate, {args.count} commands each way")
     raw = raw_spawn_rate(args.count, args.command, args.workers * args.slots, log_dir.parent)
     with databases.throwaway_database(admin_url, "skiplock_tput_", migrate=migrate) as url:
         cluster = Cluster(url, log_dir)
         try:
+            phase(f"{label}: skiplock, {args.count} tasks")
             cluster.start(workers=args.workers, slots=args.slots)
             services = {p.name: p for p in cluster.processes()}
             before = cpu_sample(services)
@@ -131,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output files of both runs go to the same directory tree: creating files costs very
         # different CPU on different file systems (on this machine /tmp costs 30x the repo's).
         with tempfile.TemporaryDirectory(prefix="tput-", dir=args.output_root) as logs:
-            rounds = [one_round(server.admin_url, args, Path(logs) / f"round{i}")
+            rounds = [one_round(server.admin_url, args, Path(logs) / f"round{i}",
+                                f"round {i + 1}/{args.rounds}")
                       for i in range(args.rounds)]
     finally:
         server.close()

@@ -2,11 +2,15 @@
 against a real scheduler, coordinator and worker."""
 
 import ast
+import contextlib
 import importlib.util
 import json
+import os
+import pty
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -232,6 +236,7 @@ def test_rejected_submissions_count_as_failed(running: Cluster,
     assert code == 1
     assert "Failed tasks: 3" in captured.out
     assert "error: submit: HTTP 422" in captured.err
+    assert "finished" not in captured.err  # no progress drawn where stderr is not a terminal
 
 
 def test_unreachable_scheduler_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -244,6 +249,31 @@ def test_unreachable_scheduler_is_one_clear_line(capsys: pytest.CaptureFixture[s
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert captured.err.startswith(f"benchmark: cannot reach scheduler at http://127.0.0.1:{port}")
+
+
+def test_progress_shows_on_a_terminal_and_the_figures_stay_as_they_are(running: Cluster) -> None:
+    controller, terminal = pty.openpty()
+    shown: list[bytes] = []
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the last writer has closed it
+            while chunk := os.read(controller, 4096):
+                shown.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        proc = subprocess.run([str(WRAPPER), "-u", running.scheduler_url, "-n", "40", "-p", "2",
+                               "-d", "1", "-t", "60"],
+                              stdout=subprocess.PIPE, stderr=terminal, text=True, timeout=120)
+    finally:
+        os.close(terminal)
+        reader.join(10)
+        os.close(controller)
+    assert proc.returncode == 0, proc.stdout
+    assert _summary(proc.stdout)["Completed tasks"] == "40"
+    drawn = b"".join(shown).decode(errors="replace")
+    assert "submitted" in drawn and "finished" in drawn, drawn
 
 
 def test_scripts_do_not_import_the_tests() -> None:
