@@ -189,6 +189,9 @@ export function setLiveState(text, kind = 'live') {
   el.className = `live-state live-${kind}`;
 }
 
+// Repainting a whole table of flashing rows each second costs more than it tells.
+const MAX_FLASHING_ROWS = 10;
+
 /**
  * A table body whose rows are updated in place by key: a row is rebuilt only when its item
  * changed, moved only when the order changed, and new rows can be marked for a moment.
@@ -197,6 +200,9 @@ export function keyedRows(tbody, keyOf, cellsOf) {
   const rows = new Map(); // key → {row, item, signature}
   return {
     show(items, { markNew = false } = {}) {
+      // A few new rows flash; a page that turned over entirely would only flicker.
+      const fresh = items.filter((item) => !rows.has(keyOf(item))).length;
+      const flash = markNew && fresh <= MAX_FLASHING_ROWS;
       const keep = new Set();
       let previous = null;
       for (const item of items) {
@@ -204,7 +210,7 @@ export function keyedRows(tbody, keyOf, cellsOf) {
         keep.add(key);
         let entry = rows.get(key);
         if (!entry) {
-          entry = { row: h('tr', { class: markNew ? 'row-new' : '', 'data-key': key }) };
+          entry = { row: h('tr', { class: flash ? 'row-new' : '', 'data-key': key }) };
           rows.set(key, entry);
         }
         const signature = JSON.stringify(item);
