@@ -12,8 +12,8 @@ from psycopg import AsyncConnection
 
 from proto import skiplock_pb2 as pb
 from proto.timestamps import from_timestamp
-from store import dispatch
-from store.models import AttemptEnd, AttemptKey, AttemptStart
+from store import dispatch, outputs
+from store.models import AttemptEnd, AttemptKey, AttemptStart, OutputDelta
 from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,37 @@ def end_from_report(report: pb.StatusReport, key: AttemptKey) -> AttemptEnd | No
     )
 
 
+def output_deltas(messages: list[pb.OutputDelta]) -> list[OutputDelta]:
+    """The deltas to merge: one per attempt (the one reaching furthest), none for a ref that
+    names no attempt."""
+    deltas: dict[AttemptKey, OutputDelta] = {}
+    for message in messages:
+        key = attempt_key(message.ref)
+        if key is None or (key in deltas and deltas[key].size >= message.size):
+            continue
+        deltas[key] = OutputDelta(
+            task_id=key.task_id,
+            attempt=key.attempt,
+            worker_id=message.worker_id,
+            head_offset=message.head_offset,
+            head=message.head,
+            tail_offset=message.tail_offset,
+            tail=message.tail,
+            size=message.size,
+            cap=message.cap,
+        )
+    return list(deltas.values())
+
+
 async def record_reports(
-    conn: AsyncConnection[Any], reports: list[pb.StatusReport]
+    conn: AsyncConnection[Any],
+    reports: list[pb.StatusReport],
+    deltas: list[pb.OutputDelta] | None = None,
 ) -> tuple[list[pb.AttemptRef], int]:
-    """Apply a batch of reports (starts first, then endings: a worker sends an attempt's start
-    before its end); return those that changed nothing and how many attempts ended."""
+    """Apply a batch: output first (so an attempt's output is stored no later than its end),
+    then starts, then endings (a worker sends an attempt's start before its end); return the
+    reports' attempts that changed nothing and how many attempts ended."""
+    await outputs.merge_outputs(conn, output_deltas(deltas or []))
     starts: dict[AttemptKey, AttemptStart] = {}
     ends: dict[AttemptKey, AttemptEnd] = {}
     refs: dict[AttemptKey, pb.AttemptRef] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.grpc_auth import server_interceptors
 from common.limits import is_wildcard_host
 from common.loops import supervise
+from common.output import MAX_OUTPUT_CAP_BYTES
 from common.ready import write_ready_file
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.cron import cron_loop
@@ -65,18 +67,48 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     ) -> pb.ReportStatusResponse:
         if len(request.reports) > MAX_REPORTS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many reports in one call")
-        reports = list(request.reports)
+        problem = outputs_problem(request.outputs)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        reports, deltas = list(request.reports), list(request.outputs)
         try:
             # Not atomic: a batch that fails half-way is sent again, and the half already
             # applied then changes nothing.
             stale, ended = await in_transaction(
-                self.pool, lambda conn: record_reports(conn, reports), atomic=False
+                self.pool, lambda conn: record_reports(conn, reports, deltas), atomic=False
             )
         except DB_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         if ended:
             self.wakeups.dispatch.set()
         return pb.ReportStatusResponse(stale=stale)
+
+
+def outputs_problem(deltas: Sequence[pb.OutputDelta]) -> str:
+    """What is wrong with the output deltas of a ReportStatus call ('' when nothing)."""
+    if len(deltas) > MAX_REPORTS:
+        return "too many output deltas in one call"
+    for d in deltas:
+        problem = delta_problem(d)
+        if problem:
+            return f"output delta for {d.ref.task_id[:64]!r} attempt {d.ref.attempt}: {problem}"
+    return ""
+
+
+def delta_problem(d: pb.OutputDelta) -> str:
+    if not 1 <= d.cap <= MAX_OUTPUT_CAP_BYTES:
+        return f"cap must be 1-{MAX_OUTPUT_CAP_BYTES}"
+    if not d.head and not d.tail:
+        return "carries no bytes"
+    # The head's bytes end at the cap when a tail follows, else at size.
+    head_end = d.cap if d.tail else d.size
+    if d.head and not (d.head_offset >= 0 and d.head_offset + len(d.head) == head_end <= d.cap):
+        return "head must end at size, or at cap when a tail follows"
+    if d.tail and not (d.cap <= d.tail_offset and len(d.tail) <= d.cap):
+        return "tail must hold at most cap bytes from cap or later"
+    if d.tail and d.tail_offset + len(d.tail) != d.size:
+        return "tail must end at size"
+    return ""
 
 
 def heartbeat_problem(request: pb.HeartbeatRequest) -> str:

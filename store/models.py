@@ -137,6 +137,36 @@ class AttemptEnd:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class OutputDelta:
+    """New bytes of an attempt's output from its worker (proto OutputDelta has the rules)."""
+
+    task_id: UUID
+    attempt: int
+    worker_id: str
+    head_offset: int
+    head: bytes
+    tail_offset: int
+    tail: bytes
+    size: int
+    cap: int
+
+
+@dataclass(frozen=True)
+class AttemptOutput:
+    """An attempt and its stored output: `head`, then `tail_offset - len(head)` bytes omitted,
+    then `tail`, `size` bytes in all. `attempt` is None when the task has no such attempt
+    (`latest` 0: it was never dispatched); `head` and `tail` are None when left out."""
+
+    latest: int
+    attempt: int | None
+    ended: bool
+    size: int
+    tail_offset: int
+    head: bytes | None
+    tail: bytes | None
+
+
 # --- schedules ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

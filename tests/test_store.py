@@ -45,7 +45,7 @@ AConn = psycopg.AsyncConnection[Any]
 _VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 # Utility statements: not preparable, so run (and rolled back) instead.
 _UTILITY_VERBS = ("LISTEN", "CREATE")
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sbt]")
 
 
 def store_modules() -> dict[str, Any]:

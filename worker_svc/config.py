@@ -18,6 +18,7 @@ from common.config import (
     secure_listen,
 )
 from common.limits import is_wildcard_host
+from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class WorkerConfig:
     ready_file: Path | None = None
     # SIGTERM first; SIGKILL when the group outlives this grace
     kill_grace: float = 5.0
+    # bytes of each attempt's output kept in the database at each end; 0 keeps none
+    output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES
     submit_deadline: float = 5.0
 
     @property
@@ -134,6 +137,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         help="seconds between SIGTERM and SIGKILL when stopping a command",
     )
     parser.add_argument(
+        "--output-cap-bytes",
+        type=int,
+        default=DEFAULT_OUTPUT_CAP_BYTES,
+        help="bytes of each command's output kept in the database at each end, the first and "
+        f"the last (default {DEFAULT_OUTPUT_CAP_BYTES}; 0 keeps none; at most "
+        f"{MAX_OUTPUT_CAP_BYTES})",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
@@ -144,6 +155,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--slots must be between 1 and 1000")
     if args.drain_timeout < 0 or args.kill_grace < 0:
         raise ConfigError("--drain-timeout and --kill-grace must not be negative")
+    if not 0 <= args.output_cap_bytes <= MAX_OUTPUT_CAP_BYTES:
+        raise ConfigError(f"--output-cap-bytes must be between 0 and {MAX_OUTPUT_CAP_BYTES}")
     token = cluster_token(env)
     listen = secure_listen(
         parse_listen(args.worker_port, "--worker_port"), token, args.insecure, "--worker_port"
@@ -164,4 +177,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         token=token,
         ready_file=args.ready_file,
         kill_grace=args.kill_grace,
+        output_cap_bytes=args.output_cap_bytes,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from common.loops import wait_any
 from proto import skiplock_pb2 as pb
+from worker_svc.output import OutputFile
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,11 @@ class Execution:
     output_path: Path
     # Never spawned before this instant (the worker's clock).
     not_before: datetime | None
+    # Bytes of output shipped to the database at each end of the file; 0 ships none.
+    output_cap: int = 0
     started_at: datetime | None = None
+    # The output file as far as shipped, once spawned (None when output_cap is 0).
+    output: OutputFile | None = None
     # Set when skiplock stopped the command; decides the state it is reported with.
     stopped_as: pb.AttemptState.ValueType | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -56,17 +61,24 @@ class Execution:
         self.stop_requested.set()
 
 
-def spawn(command: str, output_path: Path) -> subprocess.Popen[bytes]:
-    """Start `bash -c command` as the leader of a new session and process group."""
-    with open(output_path, "wb") as out:
-        return subprocess.Popen(
+def spawn(command: str, output_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `bash -c command` as the leader of a new session and process group, writing to a
+    new output file; returns the process and the worker's own descriptor of that file (open
+    for reading, so shipping the output never looks the path up again)."""
+    fd = os.open(output_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        proc = subprocess.Popen(
             ["bash", "-c", command],
             stdin=subprocess.DEVNULL,
-            stdout=out,
+            stdout=fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
         )
+    except BaseException:
+        os.close(fd)
+        raise
+    return proc, fd
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -115,11 +127,15 @@ class ProcessRunner:
         if execution.stopped_as is not None:
             return Outcome(execution.stopped_as, None, datetime.now(UTC), "stopped before start")
         try:
-            proc = spawn(execution.command, execution.output_path)
+            proc, fd = spawn(execution.command, execution.output_path)
         except OSError as exc:
             detail = f"could not start bash: {exc}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         execution.started_at = datetime.now(UTC)
+        if execution.output_cap > 0:
+            execution.output = OutputFile(fd, execution.output_cap)
+        else:
+            os.close(fd)
         exited = exit_future(proc)
         on_started()
         stopping = asyncio.ensure_future(execution.stop_requested.wait())

@@ -1,4 +1,5 @@
-"""Delivers status reports to the coordinators, in order, retrying until each is accepted."""
+"""Delivers status reports, and the output of the attempts they are about, to the
+coordinators, in order, retrying until each is accepted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from common.loops import Backoff, Pacer, wait_any
 from proto import skiplock_pb2 as pb
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
+from worker_svc.output import OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +19,33 @@ MAX_BATCH = 500
 # At most one delivery per this many seconds: a command that ends within it is reported once
 # (start and end together), and reports of busy slots travel in one call.
 REPORT_INTERVAL = 0.005
+# Output of running attempts is shipped at most this often (a follower reads it about this far
+# behind); an attempt's last output always travels with its final report.
+OUTPUT_INTERVAL = 0.5
+# Output bytes after which a delivery takes no further attempt. An attempt's delta holds at
+# most twice the largest cap (1 MiB), so a call stays well within gRPC's 4 MiB message limit.
+OUTPUT_BYTES_PER_DELIVERY = 1024 * 1024
 
 
 class Reporter:
-    """Holds undelivered reports; the worker lists their attempts in heartbeats until delivered."""
+    """Holds undelivered reports; the worker lists their attempts in heartbeats until delivered.
+    Also ships the output of the attempts it follows, from their start to their final report."""
 
-    def __init__(self, client: CoordinatorClient, on_stale: Callable[[Key], None]) -> None:
+    def __init__(
+        self, client: CoordinatorClient, worker_id: str, on_stale: Callable[[Key], None]
+    ) -> None:
         self._client = client
+        self._worker_id = worker_id
         self._on_stale = on_stale
         self._pending: dict[Key, list[pb.StatusReport]] = {}
+        self._outputs: dict[Key, OutputFile] = {}
         self._ready = asyncio.Event()
         self._pacer = Pacer(REPORT_INTERVAL)
+        self._next_output_pass = 0.0
+
+    def follow(self, key: Key, output: OutputFile) -> None:
+        """Ship this attempt's output until its final report is delivered (or it is stale)."""
+        self._outputs[key] = output
 
     def add(self, report: pb.StatusReport) -> None:
         key = (report.ref.task_id, report.ref.attempt)
@@ -52,9 +70,9 @@ class Reporter:
         """Deliver batches until stopped; back off while no coordinator answers."""
         backoff = Backoff(0.05, 2.0)
         while not stop.is_set():
-            await wait_any([self._ready, stop], 1.0)
+            await wait_any([self._ready, stop], self._until_output_pass())
             self._ready.clear()
-            if not self._pending:
+            if not self._pending and not self._output_grown():
                 continue
             await self._pacer.turn()
             if await self.deliver_once():
@@ -72,20 +90,81 @@ class Reporter:
         return not self._pending
 
     async def deliver_once(self) -> bool:
-        batch: list[pb.StatusReport] = []
-        for reports in self._pending.values():
-            batch.extend(reports)
-            if len(batch) >= MAX_BATCH:
-                break
+        batch, deltas = self._next_batch()
+        if not batch and not deltas:
+            return True
+        request = pb.ReportStatusRequest(reports=batch, outputs=deltas)
         try:
-            response = await self._client.report(pb.ReportStatusRequest(reports=batch), 10.0)
+            response = await self._client.report(request, 10.0)
         except NoCoordinatorReachable as exc:
             log.warning("reports not delivered, will retry: %s", exc)
             return False
+        for delta in deltas:
+            output = self._outputs.get((delta.ref.task_id, delta.ref.attempt))
+            if output is not None:
+                output.acknowledge(delta)
         self._forget(batch)
         for ref in response.stale:
+            self._unfollow((ref.task_id, ref.attempt))
             self._on_stale((ref.task_id, ref.attempt))
         return True
+
+    def _next_batch(self) -> tuple[list[pb.StatusReport], list[pb.OutputDelta]]:
+        """Reports in order, each attempt's with its output when final (or when the output of
+        running attempts is due), up to the batch and byte limits."""
+        now = asyncio.get_running_loop().time()
+        outputs_due = now >= self._next_output_pass
+        if outputs_due:
+            self._next_output_pass = now + OUTPUT_INTERVAL
+        batch: list[pb.StatusReport] = []
+        deltas: list[pb.OutputDelta] = []
+        budget = OUTPUT_BYTES_PER_DELIVERY
+
+        def add_output(key: Key) -> None:
+            nonlocal budget
+            output = self._outputs.get(key)
+            delta = output.delta(self._ref(key), self._worker_id) if output else None
+            if delta is not None:
+                deltas.append(delta)
+                budget -= len(delta.head) + len(delta.tail)
+
+        for key, reports in self._pending.items():
+            if len(batch) >= MAX_BATCH or budget <= 0:
+                break
+            batch.extend(reports)
+            if outputs_due or reports[-1].state != pb.ATTEMPT_STATE_RUNNING:
+                add_output(key)
+        if outputs_due:
+            for key in self._outputs.keys() - self._pending.keys():
+                if len(deltas) >= MAX_BATCH or budget <= 0:
+                    break
+                add_output(key)
+        return batch, deltas
+
+    @staticmethod
+    def _ref(key: Key) -> pb.AttemptRef:
+        return pb.AttemptRef(task_id=key[0], attempt=key[1])
+
+    def _until_output_pass(self) -> float:
+        """How long the delivery loop may sleep without delaying the output of a running
+        attempt."""
+        if not self._outputs:
+            return 1.0
+        return max(self._next_output_pass - asyncio.get_running_loop().time(), 0.0)
+
+    def _output_grown(self) -> bool:
+        """Whether the output of a running attempt is due and has grown since last shipped."""
+        if asyncio.get_running_loop().time() < self._next_output_pass:
+            return False
+        if any(output.grown() for output in self._outputs.values()):
+            return True
+        self._next_output_pass = asyncio.get_running_loop().time() + OUTPUT_INTERVAL
+        return False
+
+    def _unfollow(self, key: Key) -> None:
+        output = self._outputs.pop(key, None)
+        if output is not None:
+            output.close()
 
     def _forget(self, delivered: list[pb.StatusReport]) -> None:
         for report in delivered:
@@ -96,3 +175,5 @@ class Reporter:
             queue[:] = [r for r in queue if r is not report]
             if not queue:
                 del self._pending[key]
+            if report.state != pb.ATTEMPT_STATE_RUNNING:
+                self._unfollow(key)

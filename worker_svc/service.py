@@ -37,7 +37,7 @@ class Worker:
         self.config = config
         self.client = client
         self.runner = ProcessRunner(config.kill_grace)
-        self.reporter = Reporter(client, self.on_stale)
+        self.reporter = Reporter(client, config.worker_id, self.on_stale)
         self.executions: dict[Key, Execution] = {}
         self.draining = False
         self.heartbeat_interval = FIRST_HEARTBEAT_INTERVAL
@@ -67,13 +67,21 @@ class Worker:
 
     async def _run(self, execution: Execution) -> None:
         try:
-            outcome = await self.runner.run(
-                execution, lambda: self.report(execution, pb.ATTEMPT_STATE_RUNNING)
-            )
+            outcome = await self.runner.run(execution, lambda: self.started(execution))
             self.report(execution, outcome.state, outcome)
         finally:
             execution.finished.set()
             self.executions.pop(execution.key, None)
+
+    def started(self, execution: Execution) -> None:
+        if execution.output is not None:
+            self.reporter.follow(execution.key, execution.output)
+        self.report(execution, pb.ATTEMPT_STATE_RUNNING)
+
+    def output_cap(self, task_cap: int | None) -> int:
+        """Bytes of an attempt's output to keep at each end: the task may ask for fewer."""
+        cap = self.config.output_cap_bytes
+        return cap if task_cap is None else min(cap, task_cap)
 
     def report(
         self,

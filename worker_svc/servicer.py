@@ -49,6 +49,9 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 timeout=request.timeout_ms / 1000 if request.timeout_ms > 0 else None,
                 output_path=self.worker.output_path(request.ref.task_id, request.ref.attempt),
                 not_before=from_timestamp(request, "not_before"),
+                output_cap=self.worker.output_cap(
+                    request.output_cap_bytes if request.HasField("output_cap_bytes") else None
+                ),
             )
         )
         return pb.SubmitTaskResponse(accepted=True)
@@ -75,4 +78,6 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         command_size = len(request.command.encode())
         if not 0 < command_size <= MAX_COMMAND_BYTES or "\x00" in request.command:
             return f"command must be 1-{MAX_COMMAND_BYTES} bytes without NUL"
+        if request.output_cap_bytes < 0:
+            return "output_cap_bytes must not be negative"
         return ""

@@ -1,24 +1,28 @@
 """The worker's Reporter against a real coordinator service in this process (real gRPC, real
-PostgreSQL): what it sends and in which order, what it keeps while no coordinator answers,
-and what it does with attempts the coordinator calls stale."""
+PostgreSQL): what it sends and in which order (output included), what it keeps while no
+coordinator answers, and what it does with attempts the coordinator calls stale."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
 from proto import skiplock_pb2 as pb
 from proto.timestamps import to_timestamp
-from store import schedules, tasks
+from store import outputs, schedules, tasks
 from tests.support.coordination import claim_for, serving_coordinator
 from tests.support.inprocess import Recorder, eventually, refusing_address
 from worker_svc.coordinator_client import CoordinatorClient
+from worker_svc.output import OutputFile
 from worker_svc.reporter import Key, Reporter
 
 WORKER = "worker-under-test"
@@ -53,7 +57,7 @@ async def reporting(database_url: str) -> AsyncIterator[Setup]:
             client = CoordinatorClient([address], None)
             stale: list[Key] = []
             try:
-                yield Setup(Reporter(client, stale.append), pool, recorder, stale)
+                yield Setup(Reporter(client, WORKER, stale.append), pool, recorder, stale)
             finally:
                 await client.close()
 
@@ -118,7 +122,7 @@ def test_reports_are_kept_while_no_coordinator_answers_and_delivered_once_one_do
     async def scenario() -> None:
         with refusing_address() as address:
             client = CoordinatorClient([address], None)
-            reporter = Reporter(client, lambda key: None)
+            reporter = Reporter(client, WORKER, lambda key: None)
             reporter.add(report(key, pb.ATTEMPT_STATE_SUCCEEDED))
             assert not await reporter.deliver_once()
             assert not await reporter.flush(0.3)
@@ -177,3 +181,80 @@ def test_an_attempt_ends_when_its_worker_saw_it_end_not_when_the_report_arrived(
             assert [t.completed_at for t in ended_tasks if t is not None] == ended
 
     asyncio.run(scenario())
+
+
+def output_file(tmp_path: Path, key: Key, data: bytes, cap: int = 4) -> tuple[OutputFile, int]:
+    """The worker's OutputFile for `key` and a descriptor to append to the file with."""
+    path = tmp_path / f"{key[0]}.log"
+    path.write_bytes(data)
+    return OutputFile(os.open(path, os.O_RDONLY), cap), os.open(path, os.O_WRONLY | os.O_APPEND)
+
+
+async def stored_output(pool: AsyncConnectionPool, key: Key) -> tuple[bytes, int, bytes]:
+    async with pool.connection() as conn:
+        copy = await outputs.get_attempt_output(conn, uuid.UUID(key[0]), key[1])
+    assert copy is not None and copy.head is not None and copy.tail is not None
+    return copy.head, copy.tail_offset - len(copy.head), copy.tail
+
+
+def test_an_attempts_last_output_travels_with_its_final_report(database_url, tmp_path):
+    async def scenario() -> None:
+        async with reporting(database_url) as setup:
+            key = await setup.dispatched_attempt()
+            output, writer = output_file(tmp_path, key, b"abcdefghij")
+            setup.reporter.follow(key, output)
+            setup.reporter.add(report(key, pb.ATTEMPT_STATE_RUNNING))
+            setup.reporter.add(report(key, pb.ATTEMPT_STATE_SUCCEEDED))
+            assert await setup.reporter.deliver_once()
+            (request,) = setup.recorder.requests("ReportStatus")
+            assert [r.state for r in request.reports] == [pb.ATTEMPT_STATE_SUCCEEDED]
+            assert [(d.head, d.tail, d.size) for d in request.outputs] == [(b"abcd", b"ghij", 10)]
+            assert await stored_output(setup.pool, key) == (b"abcd", 2, b"ghij")
+            os.write(writer, b"written after the end")
+            os.close(writer)
+            assert await setup.reporter.deliver_once()
+            assert len(setup.recorder.requests("ReportStatus")) == 1  # nothing left to send
+            assert str(tmp_path / f"{key[0]}.log") not in open_files()  # closed once delivered
+
+    asyncio.run(scenario())
+
+
+def test_a_running_attempts_output_is_shipped_while_it_runs(database_url, tmp_path):
+    async def scenario() -> None:
+        async with reporting(database_url) as setup:
+            key = await setup.dispatched_attempt()
+            output, writer = output_file(tmp_path, key, b"ab", cap=100)
+            setup.reporter.follow(key, output)
+            stop = asyncio.Event()
+            loop = asyncio.create_task(setup.reporter.run(stop))
+            try:
+                for more in (b"cd", b"ef"):
+                    os.write(writer, more)
+                    expected = (bytes(tmp_path.joinpath(f"{key[0]}.log").read_bytes()), 0, b"")
+                    await eventually_stored(setup.pool, key, expected)
+            finally:
+                stop.set()
+                await loop
+                os.close(writer)
+            assert all(not r.reports for r in setup.recorder.requests("ReportStatus"))
+
+    asyncio.run(scenario())
+
+
+async def eventually_stored(
+    pool: AsyncConnectionPool, key: Key, expected: tuple[bytes, int, bytes]
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (stored := await stored_output(pool, key)) != expected:
+        assert loop.time() < deadline, f"stored {stored}, waiting for {expected}"
+        await asyncio.sleep(0.05)
+
+
+def open_files() -> set[str]:
+    """What this process's file descriptors point to."""
+    targets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the descriptor listdir itself used
+            targets.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return targets

@@ -1,0 +1,110 @@
+"""Attempt outputs: the capped copies of what commands wrote (common/output.py).
+
+Functions take a connection; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from store.db import Conn, fetch_one
+from store.models import AttemptOutput, OutputDelta
+
+# Merge output deltas into their attempts' stored copies, each only for the attempt's own
+# worker while the attempt is open, and only when it reaches further than the stored copy
+# (a delta sent again, or overtaken by a later one, changes nothing). The head grows by the
+# new head bytes; the tail continues the stored one when the delta's tail starts inside or
+# right after it (else the bytes between were skipped), and keeps only its last `cap` bytes.
+# A delta carries every byte from the end of the last one its worker saw delivered, so what
+# the stored copy keeps below the delta's start is what the merge needs.
+MERGE_OUTPUTS = """
+WITH d AS (
+    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
+                         %(head_offsets)s::int8[], %(heads)b::bytea[], %(tail_offsets)s::int8[],
+                         %(tails)b::bytea[], %(sizes)s::int8[], %(caps)s::int8[])
+           AS d (task_id, attempt, worker_id, head_offset, head, tail_offset, tail, size, cap)
+), joined AS (
+    SELECT d.task_id, d.attempt, d.cap,
+           CASE WHEN length(d.head) = 0 THEN coalesce(o.head, ''::bytea)
+                ELSE substring(coalesce(o.head, ''::bytea) FROM 1 FOR d.head_offset::int)
+                     || d.head END AS head,
+           CASE WHEN length(d.tail) = 0 THEN NULL
+                WHEN continues
+                THEN substring(o.tail FROM 1 FOR (d.tail_offset - o.tail_offset)::int) || d.tail
+                ELSE d.tail END AS tail,
+           CASE WHEN continues THEN o.tail_offset ELSE d.tail_offset END AS tail_offset
+    FROM d
+    JOIN attempts a ON a.task_id = d.task_id AND a.attempt = d.attempt
+                   AND a.worker_id = d.worker_id AND a.ended_at IS NULL
+    LEFT JOIN attempt_outputs o ON o.task_id = d.task_id AND o.attempt = d.attempt
+    CROSS JOIN LATERAL (
+        SELECT coalesce(o.tail_offset <= d.tail_offset AND d.tail_offset <= o.size, false)
+    ) AS c (continues)
+    WHERE d.size > coalesce(o.size, -1)
+), trimmed AS (
+    SELECT task_id, attempt, head,
+           coalesce(substring(tail FROM greatest(length(tail) - cap, 0)::int + 1), ''::bytea)
+               AS tail,
+           CASE WHEN tail IS NULL THEN length(head)
+                ELSE tail_offset + greatest(length(tail) - cap, 0) END AS tail_offset
+    FROM joined
+)
+INSERT INTO attempt_outputs AS o (task_id, attempt, head, tail, tail_offset, size, updated_at)
+SELECT task_id, attempt, head, tail, tail_offset, tail_offset + length(tail), now()
+FROM trimmed
+ON CONFLICT (task_id, attempt) DO UPDATE
+SET head = EXCLUDED.head, tail = EXCLUDED.tail, tail_offset = EXCLUDED.tail_offset,
+    size = EXCLUDED.size, updated_at = EXCLUDED.updated_at
+WHERE o.size < EXCLUDED.size
+"""
+
+
+async def merge_outputs(conn: Conn, deltas: Sequence[OutputDelta]) -> None:
+    """Merge deltas (at most one per attempt) into the stored copies."""
+    if not deltas:
+        return
+    await conn.execute(
+        MERGE_OUTPUTS,
+        {
+            "task_ids": [d.task_id for d in deltas],
+            "attempts": [d.attempt for d in deltas],
+            "worker_ids": [d.worker_id for d in deltas],
+            "head_offsets": [d.head_offset for d in deltas],
+            "heads": [d.head for d in deltas],
+            "tail_offsets": [d.tail_offset for d in deltas],
+            "tails": [d.tail for d in deltas],
+            "sizes": [d.size for d in deltas],
+            "caps": [d.cap for d in deltas],
+        },
+    )
+
+
+# A task's attempt (the latest when none is named) with its stored output, if any. No row: no
+# such task; `attempt` NULL: no such attempt (`latest` 0: never dispatched). `seen_size`
+# leaves the bytes out (NULL) while the copy is still that size, for followers.
+SELECT_ATTEMPT_OUTPUT = """
+SELECT t.attempt AS latest, a.attempt, a.ended_at IS NOT NULL AS ended,
+       coalesce(o.size, 0) AS size, coalesce(o.tail_offset, 0) AS tail_offset,
+       CASE WHEN changed THEN coalesce(o.head, ''::bytea) END AS head,
+       CASE WHEN changed THEN coalesce(o.tail, ''::bytea) END AS tail
+FROM tasks t
+LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = coalesce(%(attempt)s::int, t.attempt)
+LEFT JOIN attempt_outputs o ON o.task_id = a.task_id AND o.attempt = a.attempt
+CROSS JOIN LATERAL (
+    SELECT coalesce(o.size, 0) IS DISTINCT FROM %(seen_size)s::int8
+) AS c (changed)
+WHERE t.id = %(task_id)s
+"""
+
+
+async def get_attempt_output(
+    conn: Conn, task_id: UUID, attempt: int | None, seen_size: int | None = None
+) -> AttemptOutput | None:
+    """The attempt's stored output; None when the task does not exist."""
+    return await fetch_one(
+        conn,
+        AttemptOutput,
+        SELECT_ATTEMPT_OUTPUT,
+        {"task_id": task_id, "attempt": attempt, "seen_size": seen_size},
+    )
