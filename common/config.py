@@ -66,21 +66,26 @@ def is_loopback(host: str) -> bool:
 
 
 def secure_listen(
-    address: ListenAddress, token: str | None, insecure: bool, flag: str
+    address: ListenAddress,
+    authenticated: bool,
+    insecure: bool,
+    flag: str,
+    credential: str = "SKIPLOCK_CLUSTER_TOKEN",
 ) -> ListenAddress:
-    """Without a cluster token, only loopback may be bound unless --insecure says otherwise.
+    """Without a credential, only loopback may be bound unless --insecure says otherwise.
 
-    An open worker port runs any command it is sent, so an unauthenticated cluster must not be
-    reachable from other machines by accident. A bare ':port' then means loopback.
+    An open port of any service runs any command it is sent, so a service that does not
+    authenticate its callers must not be reachable from other machines by accident. A bare
+    ':port' then means loopback.
     """
-    if token or insecure:
+    if authenticated or insecure:
         return address
     if not address.host:
         return ListenAddress("127.0.0.1", address.port)
     if not is_loopback(address.host):
         raise ConfigError(
-            f"{flag}: refusing to listen on {address.host} without SKIPLOCK_CLUSTER_TOKEN; "
-            "set the token or pass --insecure"
+            f"{flag}: refusing to listen on {address.host} without {credential}, which would let "
+            "anyone who reaches it run commands; configure it or pass --insecure"
         )
     return address
 
@@ -103,6 +108,20 @@ def database_url(env: Mapping[str, str]) -> str:
     return f"postgresql://{auth}@{host}:{port}/{db}"
 
 
+def secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from `NAME`, or read from the file `NAME_FILE` names (e.g. a Docker secret);
+    blank means unset, and giving both is a mistake."""
+    inline = env.get(name, "").strip()
+    path = env.get(f"{name}_FILE", "").strip()
+    if inline and path:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    if not path:
+        return inline or None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+
+
 def cluster_token(env: Mapping[str, str]) -> str | None:
-    token = env.get("SKIPLOCK_CLUSTER_TOKEN", "").strip()
-    return token or None
+    return secret(env, "SKIPLOCK_CLUSTER_TOKEN")

@@ -17,6 +17,7 @@ from common.config import (
     parse_listen,
     secure_listen,
 )
+from common.grpc_security import GrpcSecurity
 
 LOST_AFTER_HEARTBEATS = 3
 
@@ -25,7 +26,7 @@ LOST_AFTER_HEARTBEATS = 3
 class CoordinatorConfig:
     listen: ListenAddress
     database_url: str
-    token: str | None
+    security: GrpcSecurity
     # The one place the heartbeat interval is set: coordinators tell workers in every
     # heartbeat answer, and declare a worker lost after LOST_AFTER_HEARTBEATS of them.
     heartbeat_interval: float = 1.0
@@ -72,17 +73,17 @@ def load(
         raise ConfigError("--poll-interval must be between 0.05 and 60 seconds")
     if not 4 <= args.pool_size <= 1000:
         raise ConfigError("--pool-size must be between 4 and 1000")
-    token = cluster_token(env)
+    security = GrpcSecurity(token=cluster_token(env))
     listen = secure_listen(
         parse_listen(args.coordinator_port, "--coordinator_port"),
-        token,
+        security.authenticates_callers,
         args.insecure,
         "--coordinator_port",
     )
     return CoordinatorConfig(
         listen=listen,
         database_url=database_url(env),
-        token=token,
+        security=security,
         poll_interval=args.poll_interval,
         pool_max_size=args.pool_size,
         ready_file=args.ready_file,

@@ -12,7 +12,7 @@ import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from common.grpc_auth import server_interceptors
+from common import grpc_security
 from common.limits import is_wildcard_host
 from common.loops import supervise
 from common.output import MAX_OUTPUT_CAP_BYTES
@@ -130,11 +130,11 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     pool = make_pool(config.database_url, 2, config.pool_max_size, "skiplock-coordinator")
     await pool.open(wait=False)
     wakeups = Wakeups()
-    stubs = WorkerStubs(config.token)
+    stubs = WorkerStubs(config.security)
     dispatcher = Dispatcher(pool, config, wakeups, stubs)
-    server = grpc.aio.server(interceptors=server_interceptors(config.token))
+    server = grpc_security.server(config.security, caller_role=grpc_security.WORKER)
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(pool, config, wakeups), server)
-    port = server.add_insecure_port(config.listen.grpc_target())
+    port = grpc_security.add_port(server, config.listen.grpc_target(), config.security)
     await server.start()
     write_ready_file(config.ready_file, config.listen.bind_host, port)
     log.info("coordinator serving on %s", replace(config.listen, port=port).grpc_target())

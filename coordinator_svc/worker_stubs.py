@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import grpc
 
-from common.grpc_auth import call_metadata
+from common import grpc_security
 from proto import skiplock_pb2_grpc as pb_grpc
 
 
 class WorkerStubs:
-    def __init__(self, token: str | None) -> None:
-        self.metadata = call_metadata(token)
+    def __init__(self, security: grpc_security.GrpcSecurity) -> None:
+        self.security = security
+        self.metadata = grpc_security.call_metadata(security)
         self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.WorkerStub]] = {}
 
     def get(self, address: str) -> pb_grpc.WorkerStub:
         if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(address)
+            channel = grpc_security.channel(address, self.security)
             self._stubs[address] = (channel, pb_grpc.WorkerStub(channel))
         return self._stubs[address][1]
 

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scheduler_svc import auth
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.errors import (
     MAX_BODY_BYTES,
@@ -58,4 +59,8 @@ def create_app(config: SchedulerConfig) -> FastAPI:
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
     app.add_exception_handler(PoolTimeout, on_database_unavailable)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    # Outermost: nothing reads a request before its token is checked.
+    app.add_middleware(auth.ApiTokenGuard, book=auth.TokenBook(config.api_tokens))
+    describe_openapi = app.openapi
+    app.openapi = lambda: auth.describe_security(describe_openapi())  # type: ignore[method-assign]
     return app

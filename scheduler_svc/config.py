@@ -8,7 +8,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import ListenAddress, add_ready_file_flag, database_url, parse_listen
+from common.config import (
+    ConfigError,
+    ListenAddress,
+    add_ready_file_flag,
+    database_url,
+    parse_listen,
+    secure_listen,
+)
+from scheduler_svc.auth import (
+    ApiToken,
+    Role,
+    TokenBook,
+    TokenError,
+    api_token,
+    parse_token_lines,
+)
+
+# The environment's own tokens: one that may write and one that may only read.
+ENV_TOKENS = (
+    ("SKIPLOCK_API_TOKEN", "env", Role.WRITE),
+    ("SKIPLOCK_API_READ_TOKEN", "env-read", Role.READ),
+)
 
 
 @dataclass(frozen=True)
@@ -17,6 +38,26 @@ class SchedulerConfig:
     database_url: str
     pool_max_size: int = 10
     ready_file: Path | None = None
+    api_tokens: tuple[ApiToken, ...] = ()
+
+
+def load_api_tokens(tokens_file: str | None, env: Mapping[str, str]) -> tuple[ApiToken, ...]:
+    """The tokens file's lines, then SKIPLOCK_API_TOKEN and SKIPLOCK_API_READ_TOKEN."""
+    tokens: list[ApiToken] = []
+    try:
+        if tokens_file:
+            try:
+                text = Path(tokens_file).read_text()
+            except OSError as exc:
+                raise ConfigError(f"API tokens file {tokens_file}: {exc.strerror}") from None
+            tokens += parse_token_lines(text, tokens_file)
+        for variable, name, role in ENV_TOKENS:
+            value = env.get(variable, "").strip()
+            if value:
+                tokens.append(api_token(name, role.value, value, where=variable))
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    return tuple(tokens)
 
 
 def load(
@@ -28,18 +69,37 @@ def load(
         "--scheduler_port",
         "--scheduler-port",
         default=":8081",
-        help="[host]:port to serve HTTP on (default :8081)",
+        help="[host]:port to serve HTTP on (default :8081, loopback without API tokens)",
     )
     parser.add_argument("--host", default=None, help="interface to bind; overrides the host part")
     parser.add_argument("--pool-size", type=int, default=10, help="max database connections")
     add_ready_file_flag(parser)
+    parser.add_argument(
+        "--api-tokens-file",
+        default=env.get("SKIPLOCK_API_TOKENS_FILE") or None,
+        help="file of API tokens, one '<name> <read|write> <token>' per line "
+        "(default $SKIPLOCK_API_TOKENS_FILE)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond loopback without API tokens",
+    )
     args = parser.parse_args(argv)
     listen = parse_listen(args.scheduler_port, "--scheduler_port")
     if args.host is not None:
         listen = ListenAddress(args.host, listen.port)
+    tokens = load_api_tokens(args.api_tokens_file, env)
+    try:
+        TokenBook(tokens)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    credential = "API tokens (SKIPLOCK_API_TOKEN or --api-tokens-file)"
+    listen = secure_listen(listen, bool(tokens), args.insecure, "--scheduler_port", credential)
     return SchedulerConfig(
         listen=listen,
         database_url=database_url(env),
         pool_max_size=args.pool_size,
         ready_file=args.ready_file,
+        api_tokens=tokens,
     )

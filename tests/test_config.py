@@ -117,10 +117,10 @@ def test_bind_host_and_grpc_target():
 
 
 def test_scheduler_port_and_host_flags():
-    assert scheduler_config.load([], {}).listen == ListenAddress("", 8081)
+    assert scheduler_config.load([], {}).listen == ListenAddress("127.0.0.1", 8081)
     config = scheduler_config.load(["--scheduler_port=:9091", "--host", "127.0.0.1"], {})
     assert config.listen == ListenAddress("127.0.0.1", 9091)
-    assert scheduler_config.load(["--scheduler-port=10.0.0.1:1"], {}).listen.port == 1
+    assert scheduler_config.load(["--scheduler-port=10.0.0.1:1", "--insecure"], {}).listen.port == 1
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_without_a_token_loopback_addresses_are_fine(service, host):
 def test_a_token_or_insecure_allows_every_interface(service):
     load, flag = LOADERS[service]
     assert load([f"{flag}=:7000"], TOKEN).listen == ListenAddress("", 7000)
-    assert load([f"{flag}=0.0.0.0:7000"], TOKEN).token == "s3cret"
+    assert load([f"{flag}=0.0.0.0:7000"], TOKEN).security.token == "s3cret"
     assert load([f"{flag}=0.0.0.0:7000", "--insecure"], {}).listen.host == "0.0.0.0"
     # A blank token is no token.
     with pytest.raises(ConfigError):

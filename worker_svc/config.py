@@ -17,6 +17,7 @@ from common.config import (
     parse_listen,
     secure_listen,
 )
+from common.grpc_security import GrpcSecurity
 from common.limits import is_wildcard_host
 from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
 
@@ -34,7 +35,7 @@ class WorkerConfig:
     # the host coordinators dial, and the port when WORKER_ADDRESS names one (else the listen port)
     advertise_host: str
     advertise_port: int | None
-    token: str | None
+    security: GrpcSecurity
     ready_file: Path | None = None
     # SIGTERM first; SIGKILL when the group outlives this grace
     kill_grace: float = 5.0
@@ -157,9 +158,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--drain-timeout and --kill-grace must not be negative")
     if not 0 <= args.output_cap_bytes <= MAX_OUTPUT_CAP_BYTES:
         raise ConfigError(f"--output-cap-bytes must be between 0 and {MAX_OUTPUT_CAP_BYTES}")
-    token = cluster_token(env)
+    security = GrpcSecurity(token=cluster_token(env))
     listen = secure_listen(
-        parse_listen(args.worker_port, "--worker_port"), token, args.insecure, "--worker_port"
+        parse_listen(args.worker_port, "--worker_port"),
+        security.authenticates_callers,
+        args.insecure,
+        "--worker_port",
     )
     hostname = socket.gethostname()
     advertise_host, advertise_port = advertised_host(listen, env, hostname)
@@ -174,7 +178,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         hostname=hostname,
         advertise_host=advertise_host,
         advertise_port=advertise_port,
-        token=token,
+        security=security,
         ready_file=args.ready_file,
         kill_grace=args.kill_grace,
         output_cap_bytes=args.output_cap_bytes,

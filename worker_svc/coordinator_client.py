@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from common.grpc_auth import call_metadata
+from common import grpc_security
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 
@@ -28,11 +28,11 @@ class NoCoordinatorReachable(Exception):
 
 
 class CoordinatorClient:
-    def __init__(self, targets: Sequence[str], token: str | None) -> None:
+    def __init__(self, targets: Sequence[str], security: grpc_security.GrpcSecurity) -> None:
         self._targets = list(targets)
-        self._metadata = call_metadata(token)
+        self._metadata = grpc_security.call_metadata(security)
         self._channels = [
-            grpc.aio.insecure_channel(t, options=RECONNECT_OPTIONS) for t in self._targets
+            grpc_security.channel(t, security, options=RECONNECT_OPTIONS) for t in self._targets
         ]
         self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
         self._current = 0

@@ -7,9 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-import grpc
-
-from common.grpc_auth import server_interceptors
+from common import grpc_security
 from common.loops import supervise, wait_any
 from common.ready import write_ready_file
 from proto import skiplock_pb2 as pb
@@ -181,11 +179,13 @@ class Worker:
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     """Serve until stop is set, then drain and shut down. A background loop that dies stops
     the worker (its commands are killed) and the error is raised."""
-    server = grpc.aio.server(interceptors=server_interceptors(config.token))
+    server = grpc_security.server(config.security, caller_role=grpc_security.COORDINATOR)
     # Bound first: with port 0 the worker's default id and advertised address use the port
     # the system chose.
-    config = config.bound_to(server.add_insecure_port(config.listen.grpc_target()))
-    client = CoordinatorClient(config.coordinators, config.token)
+    config = config.bound_to(
+        grpc_security.add_port(server, config.listen.grpc_target(), config.security)
+    )
+    client = CoordinatorClient(config.coordinators, config.security)
     worker = Worker(config, client)
     pb_grpc.add_WorkerServicer_to_server(WorkerServicer(worker), server)
     await server.start()

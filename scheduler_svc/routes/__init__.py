@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from scheduler_svc import auth
 from scheduler_svc.routes import dashboard, health, output, schedules, tasks
 
-ROUTERS = (tasks.router, output.router, schedules.router, health.router, dashboard.router)
+ROUTERS = (
+    tasks.router,
+    output.router,
+    schedules.router,
+    health.router,
+    dashboard.router,
+    auth.router,
+)

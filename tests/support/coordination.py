@@ -12,7 +12,9 @@ import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from common import grpc_security
 from common.config import ListenAddress
+from common.grpc_security import GrpcSecurity
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.service import CoordinatorService
 from coordinator_svc.wakeups import Wakeups
@@ -67,7 +69,10 @@ async def serving_coordinator(
     """A coordinator's gRPC service (without its background loops) on `address`; yields its
     connection pool."""
     config = CoordinatorConfig(
-        ListenAddress("127.0.0.1", 0), database_url, None, heartbeat_interval=heartbeat_interval
+        ListenAddress("127.0.0.1", 0),
+        database_url,
+        GrpcSecurity(),
+        heartbeat_interval=heartbeat_interval,
     )
     async with open_pool(database_url) as pool:
 
@@ -75,5 +80,5 @@ async def serving_coordinator(
             service = CoordinatorService(pool, config, Wakeups())
             pb_grpc.add_CoordinatorServicer_to_server(service, server)
 
-        async with grpc_server(add, address, interceptors):
+        async with grpc_server(add, address, interceptors, caller_role=grpc_security.WORKER):
             yield pool

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from common import grpc_security
 from common.config import ListenAddress
-from common.grpc_auth import server_interceptors
+from common.grpc_security import GrpcSecurity
 from proto import skiplock_pb2_grpc as pb_grpc
 from worker_svc.config import WorkerConfig
 from worker_svc.coordinator_client import CoordinatorClient
@@ -22,6 +23,7 @@ from worker_svc.service import Worker
 from worker_svc.servicer import WorkerServicer
 
 T = TypeVar("T")
+NO_SECURITY = GrpcSecurity()
 LOOPBACK = "127.0.0.1"
 
 
@@ -30,11 +32,14 @@ async def grpc_server(
     add: Callable[[grpc.aio.Server], None],
     address: str = f"{LOOPBACK}:0",
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    security: GrpcSecurity = NO_SECURITY,
+    caller_role: str = grpc_security.COORDINATOR,
 ) -> AsyncIterator[str]:
-    """Serve what `add` registers on `address` (port 0: one the server picks); yields host:port."""
-    server = grpc.aio.server(interceptors=list(interceptors))
+    """Serve what `add` registers on `address` (port 0: one the server picks), secured as the
+    services secure theirs, `interceptors` after those checks; yields host:port."""
+    server = grpc_security.server(security, caller_role, interceptors)
     add(server)
-    port = server.add_insecure_port(address)
+    port = grpc_security.add_port(server, address, security)
     await server.start()
     try:
         yield f"{LOOPBACK}:{port}"
@@ -114,25 +119,23 @@ def worker_config(tmp_path: Path, coordinator: str, slots: int = 2) -> WorkerCon
         hostname=LOOPBACK,
         advertise_host=LOOPBACK,
         advertise_port=1,
-        token=None,
+        security=GrpcSecurity(),
         kill_grace=0.5,
     )
 
 
 @asynccontextmanager
-async def serving_worker(
-    config: WorkerConfig, token: str | None = None
-) -> AsyncIterator[tuple[Worker, str]]:
+async def serving_worker(config: WorkerConfig) -> AsyncIterator[tuple[Worker, str]]:
     """A Worker and its gRPC service on a port of its own (its loops do not run); yields the
     worker and its host:port. Whatever still runs is stopped on the way out."""
-    client = CoordinatorClient(config.coordinators, config.token)
+    client = CoordinatorClient(config.coordinators, config.security)
     worker = Worker(config, client)
 
     def add(server: grpc.aio.Server) -> None:
         pb_grpc.add_WorkerServicer_to_server(WorkerServicer(worker), server)
 
     try:
-        async with grpc_server(add, interceptors=server_interceptors(token)) as address:
+        async with grpc_server(add, security=config.security) as address:
             yield worker, address
     finally:
         await worker.stop_all()

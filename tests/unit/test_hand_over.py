@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from common.config import ListenAddress
+from common.grpc_security import GrpcSecurity
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.dispatcher import Dispatcher
 from coordinator_svc.wakeups import Wakeups
@@ -45,11 +46,12 @@ async def hand_over(
 ) -> list[AttemptRow]:
     """Claim `count` attempts for a worker at `address`, hand them over, return their rows."""
     settings = replace(
-        CoordinatorConfig(ListenAddress("127.0.0.1", 0), database_url, token), **config
+        CoordinatorConfig(ListenAddress("127.0.0.1", 0), database_url, GrpcSecurity(token)),
+        **config,
     )
     async with open_pool(database_url) as pool:
         claimed = await claim_for(pool, WORKER, address, count)
-        stubs = WorkerStubs(token)
+        stubs = WorkerStubs(GrpcSecurity(token))
         try:
             await Dispatcher(pool, settings, Wakeups(), stubs).hand_over(claimed)
         finally:
@@ -102,7 +104,8 @@ def test_a_worker_that_refuses_connections_is_worker_unreachable(database_url):
 
 def test_a_worker_that_rejects_the_token_is_worker_unreachable(database_url, worker):
     async def scenario() -> list[AttemptRow]:
-        async with serving_worker(worker, token="right") as (_, address):
+        secured = replace(worker, security=GrpcSecurity(token="right"))
+        async with serving_worker(secured) as (_, address):
             return await hand_over(database_url, address, token="wrong")
 
     rows = asyncio.run(scenario())

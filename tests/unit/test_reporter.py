@@ -16,6 +16,7 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
+from common.grpc_security import GrpcSecurity
 from proto import skiplock_pb2 as pb
 from proto.timestamps import to_timestamp
 from store import outputs, schedules, tasks
@@ -54,7 +55,7 @@ async def reporting(database_url: str) -> AsyncIterator[Setup]:
     recorder = Recorder()
     with refusing_address() as address:
         async with serving_coordinator(database_url, address, [recorder]) as pool:
-            client = CoordinatorClient([address], None)
+            client = CoordinatorClient([address], GrpcSecurity())
             stale: list[Key] = []
             try:
                 yield Setup(Reporter(client, WORKER, stale.append), pool, recorder, stale)
@@ -121,7 +122,7 @@ def test_reports_are_kept_while_no_coordinator_answers_and_delivered_once_one_do
 
     async def scenario() -> None:
         with refusing_address() as address:
-            client = CoordinatorClient([address], None)
+            client = CoordinatorClient([address], GrpcSecurity())
             reporter = Reporter(client, WORKER, lambda key: None)
             reporter.add(report(key, pb.ATTEMPT_STATE_SUCCEEDED))
             assert not await reporter.deliver_once()
