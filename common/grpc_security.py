@@ -8,11 +8,15 @@ secures them all: the cluster token today, TLS and the caller's role tomorrow.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "authorization"
 
@@ -68,6 +72,71 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return self._deny
 
 
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every method: an exception a method did not expect is logged here, with its
+    traceback, and the caller gets INTERNAL with no detail of the server's insides."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        for kind, make in _HANDLER_FACTORIES.items():
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return make(
+                    _guarded(behavior, method),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+
+_HANDLER_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+async def _internal_error(context: grpc.aio.ServicerContext, method: str) -> None:
+    log.exception("%s failed", method)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server's log")
+
+
+def _guarded(behavior: Behavior, method: str) -> Behavior:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                await _internal_error(context, method)
+
+        return streaming
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await _internal_error(context, method)
+
+    return unary
+
+
 def server(
     security: GrpcSecurity,
     caller_role: str,
@@ -75,11 +144,13 @@ def server(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Server:
     """A gRPC server that admits only callers of `caller_role` holding the cluster's
-    credentials; `interceptors` run after those checks."""
+    credentials and never answers with a traceback; `interceptors` run after those checks."""
     checks: list[grpc.aio.ServerInterceptor] = []
     if security.token:
         checks.append(TokenAuthInterceptor(security.token))
-    return grpc.aio.server(interceptors=[*checks, *interceptors], options=list(options))
+    return grpc.aio.server(
+        interceptors=[*checks, CallGuard(), *interceptors], options=list(options)
+    )
 
 
 def add_port(server: grpc.aio.Server, target: str, security: GrpcSecurity) -> int:

@@ -56,7 +56,7 @@ _client = httpx.Client(timeout=10)  # one client: building one per request costs
 
 def call(base_url: str, method: str, path: str, token: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    body = {} if method in ("POST", "PUT", "PATCH") else None
+    body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
     return _client.request(method, f"{base_url}{path}", headers=headers, json=body)
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from common.limits import MAX_COMMAND_BYTES
+from proto import checks
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from proto.timestamps import from_timestamp
@@ -59,6 +58,9 @@ class WorkerServicer(pb_grpc.WorkerServicer):
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Any
     ) -> pb.CancelTaskResponse:
+        problem = checks.cancel_problem(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         self.worker.stop_attempt(
             (request.ref.task_id, request.ref.attempt), pb.ATTEMPT_STATE_CANCELLED
         )
@@ -69,15 +71,4 @@ class WorkerServicer(pb_grpc.WorkerServicer):
             return "worker is draining"
         if self.worker.free_slots() == 0:
             return "no free slot"
-        try:
-            uuid.UUID(request.ref.task_id)
-        except ValueError:
-            return "task_id is not a UUID"
-        if request.ref.attempt < 1:
-            return "attempt must be >= 1"
-        command_size = len(request.command.encode())
-        if not 0 < command_size <= MAX_COMMAND_BYTES or "\x00" in request.command:
-            return f"command must be 1-{MAX_COMMAND_BYTES} bytes without NUL"
-        if request.output_cap_bytes < 0:
-            return "output_cap_bytes must not be negative"
-        return ""
+        return checks.attempt_problem(request)

@@ -37,11 +37,20 @@ async def serving(config: WorkerConfig) -> AsyncIterator[tuple[Worker, pb_grpc.W
 
 
 def attempt(
-    command: str = "true", task_id: str | None = None, number: int = 1
+    command: str = "true",
+    task_id: str | None = None,
+    number: int = 1,
+    timeout_ms: int = 0,
+    not_before_seconds: int | None = None,
 ) -> pb.SubmitTaskRequest:
-    return pb.SubmitTaskRequest(
-        ref=pb.AttemptRef(task_id=task_id or str(uuid.uuid4()), attempt=number), command=command
+    request = pb.SubmitTaskRequest(
+        ref=pb.AttemptRef(task_id=task_id or str(uuid.uuid4()), attempt=number),
+        command=command,
+        timeout_ms=timeout_ms,
     )
+    if not_before_seconds is not None:
+        request.not_before.seconds = not_before_seconds
+    return request
 
 
 async def submit(stub: pb_grpc.WorkerStub, *attempts: pb.SubmitTaskRequest) -> list[str | None]:
@@ -54,13 +63,15 @@ async def submit(stub: pb_grpc.WorkerStub, *attempts: pb.SubmitTaskRequest) -> l
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda: attempt(task_id="not-a-uuid"), "task_id is not a UUID"),
-        (lambda: attempt(number=0), "attempt must be >= 1"),
-        (lambda: attempt(""), f"command must be 1-{MAX_COMMAND_BYTES} bytes without NUL"),
-        (lambda: attempt("echo \x00"), f"command must be 1-{MAX_COMMAND_BYTES} bytes without NUL"),
+        (lambda: attempt(task_id="not-a-uuid"), "ref.task_id must be a UUID"),
+        (lambda: attempt(number=0), "ref.attempt must be >= 1"),
+        (lambda: attempt(""), f"command must be 1-{MAX_COMMAND_BYTES} bytes, not 0"),
+        (lambda: attempt("echo \x00"), "command must not contain NUL characters"),
         (lambda: attempt("#" * (MAX_COMMAND_BYTES + 1)), "command must be"),
+        (lambda: attempt(timeout_ms=-1), "timeout_ms is out of range"),
+        (lambda: attempt(not_before_seconds=-(10**12)), "not_before is out of range"),
     ],
-    ids=["bad-uuid", "attempt-0", "empty-command", "nul", "too-long"],
+    ids=["bad-uuid", "attempt-0", "empty-command", "nul", "too-long", "timeout", "not-before"],
 )
 def test_a_malformed_attempt_is_refused_with_its_reason(
     config, make: Callable[[], pb.SubmitTaskRequest], reason: str
