@@ -49,5 +49,9 @@ typecheck: proto
 bench: proto
 	scripts/benchmark.sh
 
+# A development CA and certificates for coordinator, scheduler and worker-1 … worker-N in certs/.
+certs: $(VENV)/.installed
+	$(PY) -m devtools.certs --dir certs --workers $(WORKERS)
+
 clean:
 	rm -rf $(VENV) .data proto/*_pb2*.py proto/*_pb2*.pyi build *.egg-info

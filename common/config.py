@@ -90,6 +90,54 @@ def secure_listen(
     return address
 
 
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM bytes: this service's certificate chain and key, and the CA its peers' certificates
+    must chain to (None: one-way TLS, servers verified against the system's roots)."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes | None = None
+
+
+TLS_FLAGS = (
+    ("--tls-cert", "SKIPLOCK_TLS_CERT_FILE", "PEM certificate (chain) this service presents"),
+    ("--tls-key", "SKIPLOCK_TLS_KEY_FILE", "PEM private key of --tls-cert"),
+    ("--tls-ca", "SKIPLOCK_TLS_CA_FILE", "PEM CA certificate(s) peers must chain to"),
+)
+
+
+def add_tls_flags(parser: argparse.ArgumentParser, env: Mapping[str, str], ca: bool) -> None:
+    """--tls-cert and --tls-key (and --tls-ca), defaulting to their SKIPLOCK_TLS_*_FILE."""
+    for flag, variable, meaning in TLS_FLAGS if ca else TLS_FLAGS[:2]:
+        parser.add_argument(
+            flag, default=env.get(variable) or None, help=f"{meaning} (default ${variable})"
+        )
+
+
+def read_pem(path: str, flag: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{flag}: {path} is not PEM")
+    return data
+
+
+def tls_material(cert: str | None, key: str | None, ca: str | None) -> TlsMaterial | None:
+    """The files of --tls-cert, --tls-key and --tls-ca, read once at start; None without TLS."""
+    if cert is None and key is None and ca is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key (or their *_FILE variables)")
+    return TlsMaterial(
+        cert=read_pem(cert, "--tls-cert"),
+        key=read_pem(key, "--tls-key"),
+        ca=read_pem(ca, "--tls-ca") if ca is not None else None,
+    )
+
+
 def database_url(env: Mapping[str, str]) -> str:
     """DATABASE_URL, else one built from the POSTGRES_* variables compose files use."""
     url = env.get("DATABASE_URL", "").strip()

@@ -2,7 +2,16 @@
 
 Services build a `GrpcSecurity` from their config and create servers, listening ports and
 channels only through `server`, `add_port` and `channel`, so whatever secures one connection
-secures them all: the cluster token today, TLS and the caller's role tomorrow.
+secures them all:
+
+- the cluster token, sent as `authorization: Bearer …` metadata and checked in constant time;
+- TLS: with a certificate and key every port and channel is TLS; with a CA as well, mutual TLS:
+  servers demand a client certificate signed by that CA, and the certificate names the caller.
+  Its URI subject alternative name `skiplock://coordinator` or `skiplock://worker/<id>` (the id
+  percent-encoded) is the caller's role and, for a worker, its identity. A server admits only
+  the role that may call it (workers call coordinators, coordinators call workers) and a
+  coordinator takes a worker's heartbeats and reports only for the id in its certificate;
+- a guard on every method that answers an unexpected failure with INTERNAL, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,11 +19,14 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 import grpc
+
+from common.config import TlsMaterial
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +35,9 @@ METADATA_KEY = "authorization"
 # The two kinds of callers: workers call coordinators, coordinators call workers.
 COORDINATOR = "coordinator"
 WORKER = "worker"
+URI_SCHEME = "skiplock://"
+# Probes may ask any skiplock server whether it serves, whatever their role.
+OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
 
 @dataclass(frozen=True)
@@ -30,11 +45,67 @@ class GrpcSecurity:
     """The credentials one service presents and demands."""
 
     token: str | None = None
+    tls: TlsMaterial | None = None
+
+    @property
+    def mutual_tls(self) -> bool:
+        return self.tls is not None and self.tls.ca is not None
 
     @property
     def authenticates_callers(self) -> bool:
         """Whether a caller must prove anything: without it only loopback may be bound."""
-        return self.token is not None
+        return self.token is not None or self.mutual_tls
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as its certificate says."""
+
+    role: str
+    worker_id: str | None = None
+
+
+def role_uri(role: str, worker_id: str | None = None) -> str:
+    """The URI subject alternative name a certificate for this role (and worker) carries."""
+    if role == WORKER:
+        if not worker_id:
+            raise ValueError("a worker certificate names its worker id")
+        return f"{URI_SCHEME}{WORKER}/{quote(worker_id, safe='')}"
+    return f"{URI_SCHEME}{role}"
+
+
+def caller_from_uris(uris: Sequence[str]) -> Caller | None:
+    """The first skiplock role among a certificate's URIs."""
+    worker_prefix = f"{URI_SCHEME}{WORKER}/"
+    for uri in uris:
+        if uri == role_uri(COORDINATOR):
+            return Caller(COORDINATOR)
+        if uri.startswith(worker_prefix) and len(uri) > len(worker_prefix):
+            return Caller(WORKER, unquote(uri.removeprefix(worker_prefix)))
+    return None
+
+
+def caller_of(context: grpc.aio.ServicerContext) -> Caller | None:
+    """The caller named by its client certificate; None without mutual TLS or without a
+    skiplock name in the certificate."""
+    values = context.auth_context().get("peer_uri") or []
+    return caller_from_uris([v.decode("utf-8", "replace") for v in values])
+
+
+def impersonation(context: grpc.aio.ServicerContext, worker_ids: Iterable[str]) -> str:
+    """Why a call may not speak for these workers ("" when it may): with mutual TLS a worker
+    speaks only for the id in its certificate. Without it a worker id is a claim, not a
+    credential (docs/SECURITY.md)."""
+    caller = caller_of(context)
+    if caller is None or caller.worker_id is None:
+        return ""
+    for worker_id in worker_ids:
+        if worker_id != caller.worker_id:
+            return (
+                f"the certificate is worker {caller.worker_id[:200]!r}'s; "
+                f"it cannot speak for {worker_id[:200]!r}"
+            )
+    return ""
 
 
 def call_metadata(security: GrpcSecurity) -> tuple[tuple[str, str], ...]:
@@ -76,8 +147,13 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every method: an exception a method did not expect is logged here, with its
-    traceback, and the caller gets INTERNAL with no detail of the server's insides."""
+    """Wraps every method: with mutual TLS, only callers whose certificate names `caller_role`
+    get in; an exception a method did not expect is logged here, with its traceback, and the
+    caller gets INTERNAL with no detail of the server's insides."""
+
+    def __init__(self, caller_role: str | None) -> None:
+        # None: callers present no certificate (no mutual TLS), so no role can be demanded.
+        self.caller_role = caller_role
 
     async def intercept_service(
         self,
@@ -92,11 +168,15 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             behavior = getattr(handler, kind)
             if behavior is not None:
                 return make(
-                    _guarded(behavior, method),
+                    _guarded(behavior, method, self._role_for(method)),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
         return handler
+
+
+    def _role_for(self, method: str) -> str | None:
+        return None if method.startswith(OPEN_SERVICES) else self.caller_role
 
 
 _HANDLER_FACTORIES = {
@@ -112,10 +192,24 @@ async def _internal_error(context: grpc.aio.ServicerContext, method: str) -> Non
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server's log")
 
 
-def _guarded(behavior: Behavior, method: str) -> Behavior:
+async def _check_role(context: grpc.aio.ServicerContext, role: str | None) -> None:
+    """Abort unless the caller's certificate names `role` (None: nothing to demand)."""
+    if role is None:
+        return
+    caller = caller_of(context)
+    if caller is None or caller.role != role:
+        named = f"a {caller.role}" if caller is not None else "no skiplock role"
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"this service takes calls from {role}s; the certificate names {named}",
+        )
+
+
+def _guarded(behavior: Behavior, method: str, role: str | None) -> Behavior:
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await _check_role(context, role)
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -127,6 +221,7 @@ def _guarded(behavior: Behavior, method: str) -> Behavior:
         return streaming
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _check_role(context, role)
         try:
             return await behavior(request, context)
         except grpc.aio.AbortError:
@@ -148,19 +243,39 @@ def server(
     checks: list[grpc.aio.ServerInterceptor] = []
     if security.token:
         checks.append(TokenAuthInterceptor(security.token))
-    return grpc.aio.server(
-        interceptors=[*checks, CallGuard(), *interceptors], options=list(options)
-    )
+    guard = CallGuard(caller_role if security.mutual_tls else None)
+    return grpc.aio.server(interceptors=[*checks, guard, *interceptors], options=list(options))
 
 
 def add_port(server: grpc.aio.Server, target: str, security: GrpcSecurity) -> int:
     """Listen on `target` ('host:port'; port 0 lets the system choose); returns the port."""
-    port: int = server.add_insecure_port(target)
-    return port
+    tls = security.tls
+    if tls is None:
+        port: int = server.add_insecure_port(target)
+        return port
+    credentials = grpc.ssl_server_credentials(
+        [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=tls.ca is not None
+    )
+    secure_port: int = server.add_secure_port(target, credentials)
+    return secure_port
+
+
+def channel_credentials(security: GrpcSecurity) -> grpc.ChannelCredentials | None:
+    """What a client presents: with mutual TLS its own certificate too."""
+    tls = security.tls
+    if tls is None:
+        return None
+    if tls.ca is None:
+        return grpc.ssl_channel_credentials()
+    return grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
 
 
 def channel(
     target: str, security: GrpcSecurity, options: Sequence[tuple[str, Any]] = ()
 ) -> grpc.aio.Channel:
-    """A channel to another skiplock service at `target` ('host:port')."""
-    return grpc.aio.insecure_channel(target, options=list(options))
+    """A channel to another skiplock service at `target` ('host:port'); with TLS the server's
+    certificate must be valid for the host part of `target`."""
+    credentials = channel_credentials(security)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=list(options))
+    return grpc.aio.secure_channel(target, credentials, options=list(options))

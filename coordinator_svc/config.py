@@ -12,10 +12,12 @@ from common.config import (
     ConfigError,
     ListenAddress,
     add_ready_file_flag,
+    add_tls_flags,
     cluster_token,
     database_url,
     parse_listen,
     secure_listen,
+    tls_material,
 )
 from common.grpc_security import GrpcSecurity
 
@@ -65,20 +67,24 @@ def load(
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
+        help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
     add_ready_file_flag(parser)
+    add_tls_flags(parser, env, ca=True)
     args = parser.parse_args(argv)
     if not 0.05 <= args.poll_interval <= 60:
         raise ConfigError("--poll-interval must be between 0.05 and 60 seconds")
     if not 4 <= args.pool_size <= 1000:
         raise ConfigError("--pool-size must be between 4 and 1000")
-    security = GrpcSecurity(token=cluster_token(env))
+    security = GrpcSecurity(
+        token=cluster_token(env), tls=tls_material(args.tls_cert, args.tls_key, args.tls_ca)
+    )
     listen = secure_listen(
         parse_listen(args.coordinator_port, "--coordinator_port"),
         security.authenticates_callers,
         args.insecure,
         "--coordinator_port",
+        "SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
     return CoordinatorConfig(
         listen=listen,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +42,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         problem = checks.heartbeat_problem(request)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        await refuse_impersonation(context, [request.worker_id])
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> Any:
             return await record_heartbeat(conn, request, self.config.handover_grace)
@@ -64,6 +66,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         problem = checks.report_status_problem(request)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        senders = [r.worker_id for r in request.reports] + [d.worker_id for d in request.outputs]
+        await refuse_impersonation(context, set(senders))
         reports, deltas = list(request.reports), list(request.outputs)
         try:
             # Not atomic: a batch that fails half-way is sent again, and the half already
@@ -76,6 +80,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if ended:
             self.wakeups.dispatch.set()
         return pb.ReportStatusResponse(stale=stale)
+
+
+async def refuse_impersonation(context: Any, worker_ids: Iterable[str]) -> None:
+    problem = grpc_security.impersonation(context, worker_ids)
+    if problem:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
 
 
 async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:

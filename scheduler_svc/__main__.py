@@ -47,6 +47,8 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key,
     )
     Server(server_config, config.ready_file).run()
 

@@ -12,9 +12,11 @@ from common.config import (
     ConfigError,
     ListenAddress,
     add_ready_file_flag,
+    add_tls_flags,
     database_url,
     parse_listen,
     secure_listen,
+    tls_material,
 )
 from scheduler_svc.auth import (
     ApiToken,
@@ -39,6 +41,9 @@ class SchedulerConfig:
     pool_max_size: int = 10
     ready_file: Path | None = None
     api_tokens: tuple[ApiToken, ...] = ()
+    # HTTPS when both are given: PEM certificate (chain) and its key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def load_api_tokens(tokens_file: str | None, env: Mapping[str, str]) -> tuple[ApiToken, ...]:
@@ -85,7 +90,9 @@ def load(
         action="store_true",
         help="allow listening beyond loopback without API tokens",
     )
+    add_tls_flags(parser, env, ca=False)
     args = parser.parse_args(argv)
+    tls_material(args.tls_cert, args.tls_key, None)  # both or neither, and readable now
     listen = parse_listen(args.scheduler_port, "--scheduler_port")
     if args.host is not None:
         listen = ListenAddress(args.host, listen.port)
@@ -102,4 +109,6 @@ def load(
         pool_max_size=args.pool_size,
         ready_file=args.ready_file,
         api_tokens=tokens,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
     )

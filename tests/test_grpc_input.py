@@ -12,10 +12,10 @@ import grpc
 import psycopg
 import pytest
 
+from devtools.cluster import LOOPBACK, Cluster
+from devtools.tasks import submit, wait_status
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
-from tests.support.processes import LOOPBACK, Cluster
-from tests.support.tasks import submit, wait_status
 
 TASK = str(uuid.uuid4())
 REF = pb.AttemptRef(task_id=TASK, attempt=1)

@@ -13,9 +13,11 @@ from common.config import (
     ConfigError,
     ListenAddress,
     add_ready_file_flag,
+    add_tls_flags,
     cluster_token,
     parse_listen,
     secure_listen,
+    tls_material,
 )
 from common.grpc_security import GrpcSecurity
 from common.limits import is_wildcard_host
@@ -148,9 +150,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN",
+        help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
     add_ready_file_flag(parser)
+    add_tls_flags(parser, env, ca=True)
     args = parser.parse_args(argv)
     if not 1 <= args.slots <= 1000:
         raise ConfigError("--slots must be between 1 and 1000")
@@ -158,12 +161,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--drain-timeout and --kill-grace must not be negative")
     if not 0 <= args.output_cap_bytes <= MAX_OUTPUT_CAP_BYTES:
         raise ConfigError(f"--output-cap-bytes must be between 0 and {MAX_OUTPUT_CAP_BYTES}")
-    security = GrpcSecurity(token=cluster_token(env))
+    security = GrpcSecurity(
+        token=cluster_token(env), tls=tls_material(args.tls_cert, args.tls_key, args.tls_ca)
+    )
     listen = secure_listen(
         parse_listen(args.worker_port, "--worker_port"),
         security.authenticates_callers,
         args.insecure,
         "--worker_port",
+        "SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
     hostname = socket.gethostname()
     advertise_host, advertise_port = advertised_host(listen, env, hostname)
