@@ -37,6 +37,11 @@ def by_worker(attempts: list[ClaimedAttempt]) -> list[list[ClaimedAttempt]]:
     return list(groups.values())
 
 
+def timeout_ms(seconds: float | None) -> int:
+    """A task's timeout for the wire: 0 means none, so a set timeout never rounds down to 0."""
+    return max(round(seconds * 1000), 1) if seconds else 0
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -144,7 +149,7 @@ class Dispatcher:
         return pb.SubmitTaskRequest(
             ref=pb.AttemptRef(task_id=str(claimed.task_id), attempt=claimed.attempt),
             command=claimed.command,
-            timeout_ms=round((claimed.timeout_seconds or 0) * 1000),
+            timeout_ms=timeout_ms(claimed.timeout_seconds),
             not_before=to_timestamp(claimed.run_at),
         )
 

@@ -12,6 +12,7 @@ import uvicorn
 from common.config import ConfigError
 from common.loops import setup_logging
 from common.ready import write_ready_file
+from scheduler_svc import edge
 from scheduler_svc.app import create_app
 from scheduler_svc.config import load
 
@@ -49,6 +50,7 @@ def main() -> None:
         timeout_graceful_shutdown=10,
         ssl_certfile=config.tls_cert,
         ssl_keyfile=config.tls_key,
+        **edge.uvicorn_settings(config.edge),
     )
     Server(server_config, config.ready_file).run()
 

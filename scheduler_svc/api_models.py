@@ -66,7 +66,11 @@ def rfc3339(value: datetime | None) -> str | None:
 Command = Annotated[str, AfterValidator(check_command)]
 Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339), AfterValidator(check_horizon)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_HORIZON_SECONDS, allow_inf_nan=False)]
-TimeoutSeconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)]
+# At least a millisecond: the workers count in whole milliseconds, where 0 means no limit.
+MIN_TIMEOUT_SECONDS = 0.001
+TimeoutSeconds = Annotated[
+    float, Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)
+]
 Retries = Annotated[int, Field(ge=0, le=100)]
 Backoff = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)]
 

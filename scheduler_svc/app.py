@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scheduler_svc import auth
+from scheduler_svc import auth, openapi
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.errors import (
     MAX_BODY_BYTES,
@@ -61,6 +61,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     # Outermost: nothing reads a request before its token is checked.
     app.add_middleware(auth.ApiTokenGuard, book=auth.TokenBook(config.api_tokens))
-    describe_openapi = app.openapi
-    app.openapi = lambda: auth.describe_security(describe_openapi())  # type: ignore[method-assign]
+    fastapi_openapi = app.openapi
+    tokens = bool(config.api_tokens)
+    app.openapi = lambda: openapi.describe(fastapi_openapi(), tokens)  # type: ignore[method-assign]
     return app

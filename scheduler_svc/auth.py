@@ -225,15 +225,6 @@ def describe_security(openapi: dict[str, Any]) -> dict[str, Any]:
         "description": "An API token, when the scheduler has any configured",
     }
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-    openapi["components"].setdefault("schemas", {}).setdefault(
-        "ErrorBody",
-        {
-            "title": "ErrorBody",
-            "type": "object",
-            "required": ["detail"],
-            "properties": {"detail": {"title": "Detail", "type": "string"}},
-        },
-    )
     for path, operations in openapi.get("paths", {}).items():
         for method, operation in operations.items():
             if is_public(method.upper(), path):

@@ -26,12 +26,16 @@ from scheduler_svc.auth import (
     api_token,
     parse_token_lines,
 )
+from scheduler_svc.edge import EdgeLimits
 
 # The environment's own tokens: one that may write and one that may only read.
 ENV_TOKENS = (
     ("SKIPLOCK_API_TOKEN", "env", Role.WRITE),
     ("SKIPLOCK_API_READ_TOKEN", "env-read", Role.READ),
 )
+
+
+DEFAULT_EDGE = EdgeLimits()
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class SchedulerConfig:
     # HTTPS when both are given: PEM certificate (chain) and its key
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    edge: EdgeLimits = DEFAULT_EDGE
 
 
 def load_api_tokens(tokens_file: str | None, env: Mapping[str, str]) -> tuple[ApiToken, ...]:
@@ -91,7 +96,23 @@ def load(
         help="allow listening beyond loopback without API tokens",
     )
     add_tls_flags(parser, env, ca=False)
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=EdgeLimits.request_timeout,
+        help="seconds a request (headers and body) may take to arrive (default 30)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=EdgeLimits.max_connections,
+        help="open HTTP connections at most; more are closed at once (default 1000)",
+    )
     args = parser.parse_args(argv)
+    if not 0.1 <= args.request_timeout <= 3600:
+        raise ConfigError("--request-timeout must be between 0.1 and 3600 seconds")
+    if not 1 <= args.max_connections <= 1_000_000:
+        raise ConfigError("--max-connections must be between 1 and 1000000")
     tls_material(args.tls_cert, args.tls_key, None)  # both or neither, and readable now
     listen = parse_listen(args.scheduler_port, "--scheduler_port")
     if args.host is not None:
@@ -111,4 +132,5 @@ def load(
         api_tokens=tokens,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        edge=EdgeLimits(request_timeout=args.request_timeout, max_connections=args.max_connections),
     )

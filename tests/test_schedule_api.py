@@ -90,7 +90,7 @@ def test_defaults(http):
         ({"catchup_window_seconds": 0}, "greater than or equal to 1"),
         ({"catchup_window_seconds": 1.5}, "valid integer"),
         ({"jitter_seconds": -1}, "greater than or equal to 0"),
-        ({"timeout_seconds": 0}, "greater than 0"),
+        ({"timeout_seconds": 0}, "greater than or equal to 0.001"),
         ({"max_retries": 1000}, "less than or equal to 100"),
         ({"paused": "yes"}, "valid boolean"),
         ({"command": "   "}, "must not be empty or blank"),

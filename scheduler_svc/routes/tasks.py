@@ -43,7 +43,11 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
-@router.post("/schedule", status_code=201)
+@router.post(
+    "/schedule",
+    status_code=201,
+    responses={200: {"description": "The task an earlier request with this Idempotency-Key made"}},
+)
 async def schedule_task(
     body: ScheduleRequest,
     pool: Pool,
