@@ -70,6 +70,7 @@ EDGE_ERRORS: dict[str, tuple[str, Applies]] = {
     "413": ("Request body larger than 1 MiB", _has_body),
     "415": ("Request body not declared as JSON", _has_body),
     "422": ("The request is malformed: detail says where and why", _always),
+    "431": ("Request line and headers over the size or count limit", _always),
     "503": ("The database is unavailable; try again shortly", _always),
 }
 NOT_READY = {

@@ -22,6 +22,7 @@ from devtools.cluster import Cluster
 
 TOKEN = "schemathesis-" + "c3" * 16
 BUDGET_SECONDS = 150
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def scheduler(module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 def test_every_operation_answers_as_documented(scheduler: str, tmp_path: Path) -> None:
     st = Path(sys.executable).with_name("st")
     command = [
-        str(st), "run", f"{scheduler}/openapi.json",
+        str(st), "--config-file", str(CONFIG), "run", f"{scheduler}/openapi.json",
         "--header", f"Authorization: Bearer {TOKEN}",
         "--checks", "all",
         "--exclude-checks", "positive_data_acceptance",

@@ -121,11 +121,13 @@ async def list_tasks(
 ) -> dict[str, Any]:
     """Tasks named by `id` (repeat it, up to 500), or a page of tasks newest first, optionally
     of one status; pass next_cursor back as `before` for the next page."""
+    cursor = parse_uuid(before, "before") if before is not None else None
+    if task_ids and (status is not None or cursor is not None):
+        raise HTTPException(422, "`id` names tasks exactly: it takes no `status` or `before`")
     async with pool.connection() as conn:
         if task_ids:
             ids = [parse_task_id(raw) for raw in task_ids]
             return {"tasks": [task_status_view(t) for t in await tasks.get_tasks(conn, ids)]}
-        cursor = parse_uuid(before, "before") if before is not None else None
         page = await tasks.list_tasks(conn, status, cursor, limit)
     return {
         "tasks": [task_status_view(t) for t in page],
