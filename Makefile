@@ -46,8 +46,10 @@ lint: proto
 typecheck: proto
 	$(PY) -m mypy
 
+# The control-plane budget in one sitting (ceiling, drain, start delay, steady load):
+# make bench BENCH_ARGS='-n 2000'; flags: .venv/bin/python scripts/bench.py -h
 bench: proto
-	scripts/benchmark.sh
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 # Random secrets for docker compose in .env (mode 0600), unless .env exists: compose has no
 # default secrets and refuses to start without these.

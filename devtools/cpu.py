@@ -59,3 +59,43 @@ def cpu_sample(services: dict[str, ServiceProcess]) -> CpuSample:
         used["commands run"] = sum(process_cpu_seconds(p.pid, children=True) for p in workers)
     used["this script"] = process_cpu_seconds(os.getpid())
     return CpuSample(time.monotonic(), used, postgres_cpu_seconds(), machine_busy_seconds())
+
+
+class DatabaseBackends:
+    """CPU of the PostgreSQL backends serving one database, found by pid in pg_stat_activity
+    (the server may be shared with other work: only these processes count).
+
+    Call `sample()` now and then while the load runs: a backend that appears later counts from
+    zero, one that exits keeps what it had at its last sample (a pool that closes connections
+    mid-run loses at most one interval of CPU). The server's own background processes (WAL
+    writer, checkpointer, autovacuum) are not counted.
+    """
+
+    def __init__(self, admin_url: str, dbname: str) -> None:
+        self.admin_url = admin_url
+        self.dbname = dbname
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._started = False
+
+    def _pids(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.dbname,),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def sample(self) -> None:
+        for pid in self._pids():
+            used = process_cpu_seconds(pid)
+            if pid not in self._last:
+                self._start[pid] = used if not self._started else 0.0
+            self._last[pid] = max(used, self._last.get(pid, 0.0))
+        self._started = True
+
+    def seconds(self) -> float:
+        """CPU seconds the backends spent since the first sample."""
+        return sum(self._last[pid] - self._start[pid] for pid in self._last)
