@@ -36,8 +36,6 @@ PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/ui"}
 )
 PUBLIC_PREFIXES = ("/ui/",)
-# Writes by method, yet they only compute: read tokens may call them.
-READ_ONLY_POSTS = frozenset({"/schedules/preview"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -137,7 +135,7 @@ def is_public(method: str, path: str) -> bool:
 def may(principal: Principal, method: str, path: str) -> bool:
     if principal.role is Role.WRITE:
         return True
-    return method in READ_METHODS or (method == "POST" and path in READ_ONLY_POSTS)
+    return method in READ_METHODS
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

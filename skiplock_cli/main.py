@@ -486,13 +486,27 @@ def schedules_show(ctx: typer.Context, ref: ScheduleRef, json_output: JsonFlag =
 @schedules_app.command("preview")
 def schedules_preview(
     ctx: typer.Context,
-    ref: ScheduleRef,
+    ref: Annotated[
+        str | None,
+        typer.Argument(metavar="[SCHEDULE]", help="The schedule's id or name.", show_default=False),
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option("--cron", help="An expression not saved yet, instead of SCHEDULE.")
+    ] = None,
+    timezone: Annotated[str, typer.Option("--timezone", "--tz", help="Zone of --cron.")] = "UTC",
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=1000, help="How many.")] = 10,
     json_output: JsonFlag = False,
 ) -> None:
-    """A schedule's next fire times, in UTC and in its zone."""
+    """The next fire times of a schedule, or of an expression (--cron), in UTC and local time."""
+    if (ref is None) == (cron is None):
+        raise typer.BadParameter("name a SCHEDULE or give --cron, not both")
     s = session(ctx, json_output)
-    preview = s.api.get(f"/schedules/{schedule_id(s, ref)}/preview", {"count": count})
+    if cron is not None:
+        preview = s.api.get(
+            "/schedules/preview", {"cron": cron, "timezone": timezone, "count": count}
+        )
+    else:
+        preview = s.api.get(f"/schedules/{schedule_id(s, ref or '')}/preview", {"count": count})
     s.emit(preview, render.fire_times_table(preview["fire_times"]))
 
 

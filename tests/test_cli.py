@@ -238,6 +238,13 @@ def test_a_schedule_from_add_to_rm(module_cluster: Cluster, url: str) -> None:
     assert [s["id"] for s in listed["schedules"]] == [sid]
     preview = cli_json("schedules", "preview", name, "-n", "3", url=url)
     assert len(preview["fire_times"]) == 3 and preview["timezone"] == "Europe/London"
+    unsaved = cli_json(
+        "schedules", "preview", "--cron", "0 9 * * MON", "--tz", "Asia/Tokyo", url=url
+    )
+    assert len(unsaved["fire_times"]) == 10
+    assert all(f["local"][11:16] == "09:00" for f in unsaved["fire_times"])
+    both = run_cli("schedules", "preview", name, "--cron", "@daily", url=url)
+    assert both.returncode != 0 and "not both" in both.stderr, describe(both)
 
     def a_started_tick() -> bool:
         ticks = module_cluster.http.get(f"/schedules/{sid}/ticks").json()["ticks"]

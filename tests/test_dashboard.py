@@ -157,15 +157,22 @@ def test_schedule_from_the_form_and_its_ticks(
     page.get_by_label("Name").fill("every-two-seconds")
     page.get_by_label("Command").fill("echo tick")
 
-    # The API's own message about a bad expression appears under the field.
+    # The API's own message about a bad expression appears under the field as it is typed,
+    # and again if it is submitted anyway.
     page.get_by_label("Cron expression").fill("61 * * * *")
-    page.get_by_role("button", name="Create schedule").click()
     cron_error = page.locator('[data-field="cron"] .field-error')
     expect(cron_error).not_to_be_empty()
-    screenshot(page, "schedule-form", shots)
+    page.get_by_role("button", name="Create schedule").click()
+    expect(cron_error).not_to_be_empty()
 
+    # A good one previews its next fires, in UTC and in the zone typed.
     page.get_by_label("Cron expression").fill("*/2 * * * * *")
     page.get_by_label("Time zone").fill("Europe/Paris")
+    preview = page.locator("#cron-preview li")
+    expect(preview).to_have_count(5)
+    expect(preview.first).to_contain_text("Europe/Paris")
+    expect(cron_error).to_be_empty()
+    screenshot(page, "schedule-form", shots)
     page.get_by_role("button", name="Create schedule").click()
     expect(page.get_by_role("heading", name="every-two-seconds")).to_be_visible()
     schedule_id = page.url.rsplit("/", 1)[1]

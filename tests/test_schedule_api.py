@@ -4,7 +4,7 @@ here, so runs stay queued and ticks are only those a test fires itself)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -251,6 +251,28 @@ def test_preview_lists_the_next_n_fire_times_in_utc_and_local_time(http):
     for count in (0, 1001, "many"):
         response = http.get(f"/schedules/{body['id']}/preview", params={"count": count})
         assert response.status_code == 422
+
+
+def test_an_unsaved_expression_is_previewed_with_the_errors_a_create_would_give(http):
+    preview = http.get(
+        "/schedules/preview", params={"cron": "30 1 * * *", "timezone": "America/New_York"}
+    )
+    assert preview.status_code == 200, preview.text
+    fires = preview.json()["fire_times"]
+    assert len(fires) == 10 and all(f["local"][11:16] == "01:30" for f in fires)
+    instants = [utc(f["utc"]) for f in fires]
+    assert instants == sorted(set(instants)) and instants[0] > datetime.now(UTC)
+    hourly = http.get("/schedules/preview", params={"cron": "@hourly", "count": 3}).json()
+    assert len(hourly["fire_times"]) == 3
+    bad_cron = http.get("/schedules/preview", params={"cron": "61 * * * *"})
+    assert bad_cron.status_code == 422 and bad_cron.json()["detail"][0]["loc"] == ["query", "cron"]
+    bad_zone = http.get("/schedules/preview", params={"cron": "* * * * *", "timezone": "Mars/Base"})
+    assert bad_zone.status_code == 422
+    assert bad_zone.json()["detail"][0]["loc"] == ["query", "timezone"]
+    assert http.get("/schedules/preview").status_code == 422  # no expression
+    assert (
+        http.get("/schedules/preview", params={"cron": "* * * * *", "count": 0}).status_code == 422
+    )
 
 
 def test_ticks_are_listed_newest_first_and_paginated(api, http):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -16,10 +16,11 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from common.cronspec import CronError, CronSpec, fire_times, next_fire, parse
+from common.cronspec import CronError, CronSpec, fire_times, load_zone, next_fire, parse
 from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
 from scheduler_svc.deps import Pool, parse_uuid
 from scheduler_svc.schedule_models import (
+    MAX_CRON_CHARS,
     NameQuery,
     ScheduleCreate,
     SchedulePatch,
@@ -46,12 +47,18 @@ def parse_schedule_id(raw: str) -> uuid.UUID:
     return parse_uuid(raw, "schedule id")
 
 
-def cron_spec(cron: str, timezone: str) -> CronSpec:
-    """The validated expression, or a 422 naming what is wrong with it."""
+def cron_spec(cron: str, timezone: str, where: str = "body") -> CronSpec:
+    """The validated expression, or a 422 naming what is wrong with it (the zone or the
+    expression, found in the request's `where`)."""
+    try:
+        load_zone(timezone)
+    except CronError as exc:
+        detail = [{"loc": [where, "timezone"], "msg": str(exc), "type": "value_error"}]
+        raise HTTPException(422, detail) from None
     try:
         return parse(cron, timezone)
     except CronError as exc:
-        detail = [{"loc": ["body", "cron"], "msg": str(exc), "type": "value_error"}]
+        detail = [{"loc": [where, "cron"], "msg": str(exc), "type": "value_error"}]
         raise HTTPException(422, detail) from None
 
 
@@ -110,6 +117,21 @@ async def list_schedules(
     }
 
 
+@router.get("/schedules/preview")
+async def preview_expression(
+    cron: Annotated[str, Query(min_length=1, max_length=MAX_CRON_CHARS)],
+    timezone: Annotated[str, Query(min_length=1, max_length=64)] = "UTC",
+    count: Annotated[int, Query(ge=1, le=MAX_PREVIEW)] = 10,
+) -> dict[str, Any]:
+    """The next `count` fire times of an expression before it is saved: what a form shows as
+    the expression is typed, with the same 422 a create would answer. Counted from now, as a
+    schedule created now would be."""
+    now = datetime.now(UTC)
+    spec = cron_spec(cron, timezone, where="query")
+    fires = [fire_time_view(f, timezone) for f in fire_times(spec, now, now, count)]
+    return {"cron": cron, "timezone": timezone, "fire_times": fires}
+
+
 @router.get("/schedules/{schedule_id}")
 async def get_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """One schedule with its next fire times."""
@@ -158,9 +180,7 @@ async def patch_schedule(pool: Pool, schedule_id: str, body: SchedulePatch) -> d
 async def delete_schedule(pool: Pool, schedule_id: str) -> Response:
     """Stop the schedule for good. Runs already started keep running."""
     sid = parse_schedule_id(schedule_id)
-    deleted = await in_transaction(
-        pool, lambda conn: schedules.delete_schedule(conn, sid)
-    )
+    deleted = await in_transaction(pool, lambda conn: schedules.delete_schedule(conn, sid))
     if not deleted:
         raise not_found(sid)
     return Response(status_code=204)

@@ -108,5 +108,7 @@ def screenshot(page: Page, name: str, fallback_dir: Path) -> Path:
     path = directory / f"{name}.png"
     # Toasts are cleared and animations finished: the picture shows the page at rest.
     page.evaluate("document.getElementById('toasts')?.replaceChildren()")
+    # From the top: a full-page picture of a scrolled page draws the sticky bar mid-page.
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=True, animations="disabled")
     return path

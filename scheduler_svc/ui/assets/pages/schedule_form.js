@@ -2,7 +2,7 @@
 
 import { ApiError, get, patch, post } from '../api.js';
 import { card, errorBox, field, pageHeader, showFieldErrors, toast } from '../components.js';
-import { h, replace } from '../dom.js';
+import { h, replace, utcText } from '../dom.js';
 import { href, navigate } from '../router.js';
 
 const OVERLAP = {
@@ -61,7 +61,45 @@ function bodyFrom(c) {
   };
 }
 
-function formLayout(c, formError, submitLabel, cancelHref) {
+const PREVIEW_DELAY_MS = 300;
+
+/** The next fires of the expression as typed, or the API's error under the field, kept current
+ * while the expression or zone changes (debounced; a stale answer never overwrites a newer one). */
+function livePreview(c, signal) {
+  const box = h('div', { class: 'cron-preview', 'aria-live': 'polite', id: 'cron-preview' });
+  const cronError = () => c.cron.closest('.field')?.querySelector('.field-error');
+  let timer = null;
+  let latest = 0;
+  const refresh = async () => {
+    const asked = ++latest;
+    const cron = c.cron.value.trim();
+    const timezone = c.timezone.value.trim() || 'UTC';
+    if (!cron) { replace(box); return; }
+    try {
+      const preview = await get('schedules/preview', { query: { cron, timezone, count: 5 }, signal });
+      if (asked !== latest) return;
+      c.cron.removeAttribute('aria-invalid');
+      if (cronError()) cronError().textContent = '';
+      replace(box, h('small', { class: 'hint' }, 'Next fires:'),
+        h('ol', { class: 'mono' }, preview.fire_times.map((fire) =>
+          h('li', {}, `${utcText(fire.utc)}  ·  ${fire.local.replace('T', ' ')} ${timezone}`))));
+    } catch (error) {
+      if (error.name === 'AbortError' || asked !== latest) return;
+      const message = error instanceof ApiError ? (Object.values(error.fieldErrors)[0] ?? error.message) : error.message;
+      replace(box);
+      c.cron.setAttribute('aria-invalid', 'true');
+      if (cronError()) cronError().textContent = message;
+    }
+  };
+  const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, PREVIEW_DELAY_MS); };
+  c.cron.addEventListener('input', schedule);
+  c.timezone.addEventListener('input', schedule);
+  c.timezone.addEventListener('change', schedule);
+  refresh();
+  return box;
+}
+
+function formLayout(c, formError, submitLabel, cancelHref, preview) {
   return [
     zoneList(),
     h('div', { class: 'field-grid' },
@@ -71,6 +109,7 @@ function formLayout(c, formError, submitLabel, cancelHref) {
       name: 'cron',
       hint: '5 fields (min hour day month weekday), 6 with seconds first, @daily, @hourly, or @every 30s.',
     }),
+    preview,
     field('Command', c.command, { name: 'command', hint: 'Each run is a task: bash -c COMMAND on a worker.' }),
     field('When a run is still going', c.overlap, { name: 'overlap' }),
     h('div', { class: 'field-grid field-grid-3' },
@@ -112,7 +151,7 @@ export async function scheduleFormPage({ main, params, signal, canWrite }) {
   const c = controls(schedule);
   const formError = h('div', { class: 'form-error' });
   const form = h('form', { class: 'form', novalidate: true },
-    formLayout(c, formError, editing ? 'Save changes' : 'Create schedule', back.href));
+    formLayout(c, formError, editing ? 'Save changes' : 'Create schedule', back.href, livePreview(c, signal)));
   main.append(
     pageHeader(editing ? `Edit ${schedule.name}` : 'New schedule', { back }),
     card(null, form, { className: 'form-card' }));
