@@ -82,13 +82,15 @@ NOT_READY = {
         }
     }
 }
-# Identifiers are UUIDs: every path parameter named *_id, and these query parameters.
+# Identifiers are UUIDs: every path parameter named *_id but these, and these query parameters.
 UUID_QUERY_PARAMETERS = frozenset({("/status", "task_id"), ("/tasks", "id"), ("/tasks", "before")})
+FREE_TEXT_PATH_IDS = frozenset({"worker_id"})  # a worker's id is whatever it was started with
 
 
 def _is_uuid(path: str, parameter: dict[str, Any]) -> bool:
     if parameter.get("in") == "path":
-        return str(parameter.get("name", "")).endswith("_id")
+        name = str(parameter.get("name", ""))
+        return name.endswith("_id") and name not in FREE_TEXT_PATH_IDS
     return parameter.get("in") == "query" and (path, parameter.get("name")) in UUID_QUERY_PARAMETERS
 
 

@@ -229,3 +229,34 @@ class ScheduleRun:
 
     schedule_id: UUID
     task_id: UUID
+
+
+# --- fleet ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker as registered by its heartbeats; `busy` counts its open attempts."""
+
+    id: str
+    address: str
+    slots: int
+    busy: int
+    draining: bool
+    first_seen_at: datetime
+    last_heartbeat_at: datetime
+    heartbeat_age_seconds: float
+    lost_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkerAttempt:
+    """An attempt a worker holds open, with its task's command."""
+
+    task_id: UUID
+    attempt: int
+    status: str
+    picked_at: datetime
+    started_at: datetime | None
+    command: str
+    schedule_id: UUID | None

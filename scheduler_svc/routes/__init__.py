@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from scheduler_svc import auth
-from scheduler_svc.routes import dashboard, health, output, schedules, tasks
+from scheduler_svc.routes import dashboard, health, output, schedules, stats, tasks, workers
 
 ROUTERS = (
     tasks.router,
     output.router,
     schedules.router,
+    workers.router,
+    stats.router,
     health.router,
     dashboard.router,
     auth.router,
