@@ -100,9 +100,3 @@ async def supervise(stop: asyncio.Event, loops: dict[str, LoopFactory]) -> None:
             raise RuntimeError(f"background loop {tasks[task]!r} stopped: {exc!r}") from exc
     await asyncio.gather(*tasks, return_exceptions=True)
 
-
-def setup_logging(service: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
-    )

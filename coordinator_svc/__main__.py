@@ -7,18 +7,19 @@ import sys
 
 import uvloop
 
+from common import logs
 from common.config import ConfigError
-from common.loops import install_stop_signals, setup_logging
+from common.loops import install_stop_signals
 from coordinator_svc.config import load
 from coordinator_svc.service import serve
 
 
 async def main() -> None:
-    setup_logging("coordinator")
     try:
         config = load()
     except ConfigError as exc:
         sys.exit(f"coordinator: {exc}")
+    logs.configure("coordinator", config.log)
     stop = asyncio.Event()
     install_stop_signals(stop)
     await serve(config, stop)

@@ -20,6 +20,7 @@ from common.config import (
     tls_material,
 )
 from common.grpc_security import GrpcSecurity
+from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
 
 LOST_AFTER_HEARTBEATS = 3
 
@@ -39,6 +40,7 @@ class CoordinatorConfig:
     submit_timeout: float = 5.0
     pool_max_size: int = 10
     ready_file: Path | None = None
+    log: LogSettings = DEFAULT_LOGS
 
     @property
     def lost_after(self) -> float:
@@ -70,8 +72,10 @@ def load(
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
     add_ready_file_flag(parser)
+    add_log_flags(parser, env)
     add_tls_flags(parser, env, ca=True)
     args = parser.parse_args(argv)
+    log = log_settings(args)
     if not 0.05 <= args.poll_interval <= 60:
         raise ConfigError("--poll-interval must be between 0.05 and 60 seconds")
     if not 4 <= args.pool_size <= 1000:
@@ -93,4 +97,5 @@ def load(
         poll_interval=args.poll_interval,
         pool_max_size=args.pool_size,
         ready_file=args.ready_file,
+        log=log,
     )

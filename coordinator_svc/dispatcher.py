@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import Pacer, wait_any
+from coordinator_svc import transitions
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.endings import record_endings
 from coordinator_svc.wakeups import Wakeups
@@ -128,6 +129,8 @@ class Dispatcher:
                 for a, result in zip(attempts, response.results, strict=True)
                 if not result.accepted
             ]
+        taken = {(a.task_id, a.attempt) for a, _, _ in refused}
+        transitions.handed_over(a for a in attempts if (a.task_id, a.attempt) not in taken)
         if not refused:
             return
         log.info("%d attempt(s) not taken by %s: %s", len(refused), worker_id, refused[0][2])

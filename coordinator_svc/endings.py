@@ -7,6 +7,7 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import Backoff
+from coordinator_svc import transitions
 from store import dispatch
 from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd
@@ -19,7 +20,10 @@ async def record_endings(pool: AsyncConnectionPool, ends: list[AttemptEnd]) -> N
     backoff = Backoff(0.2, 5.0)
     while True:
         try:
-            await in_transaction(pool, lambda conn: dispatch.end_attempts(conn, ends), atomic=False)
+            ended = await in_transaction(
+                pool, lambda conn: dispatch.end_attempts(conn, ends), atomic=False
+            )
+            transitions.ended(ended.values())
             return
         except DB_ERRORS as exc:
             log.warning("could not record attempt end (%s); retrying", exc)

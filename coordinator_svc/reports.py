@@ -13,7 +13,14 @@ from psycopg import AsyncConnection
 from proto import skiplock_pb2 as pb
 from proto.timestamps import from_timestamp
 from store import dispatch, outputs
-from store.models import AttemptEnd, AttemptKey, AttemptStart, OutputDelta
+from store.models import (
+    AttemptEnd,
+    AttemptKey,
+    AttemptStart,
+    EndedAttempt,
+    OutputDelta,
+    StartedAttempt,
+)
 from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
@@ -32,7 +39,15 @@ TERMINAL_STATES: dict[int, tuple[AttemptStatus, EndReason | None]] = {
 @dataclass(frozen=True)
 class HeartbeatOutcome:
     revoked: list[AttemptKey]
-    recovered: int  # attempts the worker had lost track of, now ended and requeued
+    # attempts the worker had lost track of, now ended and requeued
+    recovered: list[EndedAttempt]
+
+
+@dataclass(frozen=True)
+class ReportsOutcome:
+    stale: list[pb.AttemptRef]  # reports' attempts that changed nothing
+    started: list[StartedAttempt]
+    ended: list[EndedAttempt]
 
 
 def attempt_key(ref: pb.AttemptRef) -> AttemptKey | None:
@@ -87,10 +102,9 @@ async def record_reports(
     conn: AsyncConnection[Any],
     reports: list[pb.StatusReport],
     deltas: list[pb.OutputDelta] | None = None,
-) -> tuple[list[pb.AttemptRef], int]:
+) -> ReportsOutcome:
     """Apply a batch: output first (so an attempt's output is stored no later than its end),
-    then starts, then endings (a worker sends an attempt's start before its end); return the
-    reports' attempts that changed nothing and how many attempts ended."""
+    then starts, then endings (a worker sends an attempt's start before its end)."""
     await outputs.merge_outputs(conn, output_deltas(deltas or []))
     starts: dict[AttemptKey, AttemptStart] = {}
     ends: dict[AttemptKey, AttemptEnd] = {}
@@ -117,14 +131,15 @@ async def record_reports(
             stale.append(report.ref)
             continue
         refs[key] = report.ref
-    kept = await dispatch.mark_attempts_running(conn, list(starts.values()))
+    recorded = await dispatch.mark_attempts_running(conn, list(starts.values()))
+    kept = {s.key for s in recorded if s.keep}
     ended = await dispatch.end_attempts(conn, list(ends.values()))
     stale += [
         refs[key]
         for key in starts.keys() | ends.keys()
         if key not in ended and (key in ends or key not in kept)
     ]
-    return stale, len(ended)
+    return ReportsOutcome(stale, recorded, list(ended.values()))
 
 
 async def record_heartbeat(
@@ -139,7 +154,7 @@ async def record_heartbeat(
     vanished = await dispatch.vanished_attempts(conn, request.worker_id, held, handover_grace)
     # Never received (coordinator died mid hand-over), or lost while running (the worker
     # restarted).
-    await dispatch.end_attempts(
+    recovered = await dispatch.end_attempts(
         conn,
         [
             AttemptEnd(
@@ -153,4 +168,4 @@ async def record_heartbeat(
             for key, status in vanished
         ],
     )
-    return HeartbeatOutcome(revoked=revoked, recovered=len(vanished))
+    return HeartbeatOutcome(revoked=revoked, recovered=list(recovered.values()))

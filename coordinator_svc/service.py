@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from common import grpc_security
 from common.loops import supervise
 from common.ready import write_ready_file
+from coordinator_svc import transitions
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.cron import cron_loop
 from coordinator_svc.dispatcher import Dispatcher
@@ -51,6 +52,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             outcome = await in_transaction(self.pool, work)
         except DB_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        transitions.ended(outcome.recovered)
         if request.free_slots > 0 or outcome.recovered:
             self.wakeups.dispatch.set()
         return pb.HeartbeatResponse(
@@ -72,14 +74,16 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         try:
             # Not atomic: a batch that fails half-way is sent again, and the half already
             # applied then changes nothing.
-            stale, ended = await in_transaction(
+            outcome = await in_transaction(
                 self.pool, lambda conn: record_reports(conn, reports, deltas), atomic=False
             )
         except DB_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
-        if ended:
+        transitions.started(outcome.started)
+        transitions.ended(outcome.ended)
+        if outcome.ended:
             self.wakeups.dispatch.set()
-        return pb.ReportStatusResponse(stale=stale)
+        return pb.ReportStatusResponse(stale=outcome.stale)
 
 
 async def refuse_impersonation(context: Any, worker_ids: Iterable[str]) -> None:

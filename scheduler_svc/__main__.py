@@ -9,8 +9,8 @@ from pathlib import Path
 
 import uvicorn
 
+from common import logs
 from common.config import ConfigError
-from common.loops import setup_logging
 from common.ready import write_ready_file
 from scheduler_svc import edge
 from scheduler_svc.app import create_app
@@ -32,11 +32,11 @@ class Server(uvicorn.Server):
 
 
 def main() -> None:
-    setup_logging("scheduler")
     try:
         config = load()
     except ConfigError as exc:
         sys.exit(f"scheduler: {exc}")
+    logs.configure("scheduler", config.log)
     # After a graceful shutdown uvicorn restores the previous handlers and raises the signal
     # again; with these no-ops underneath, SIGTERM and Ctrl-C end the process with exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,6 +46,7 @@ def main() -> None:
         host=config.listen.bind_host,
         port=config.listen.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through common/logs.py like every other
         access_log=False,
         timeout_graceful_shutdown=10,
         ssl_certfile=config.tls_cert,

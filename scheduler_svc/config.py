@@ -18,6 +18,7 @@ from common.config import (
     secure_listen,
     tls_material,
 )
+from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
 from scheduler_svc.auth import (
     ApiToken,
     Role,
@@ -44,6 +45,7 @@ class SchedulerConfig:
     database_url: str
     pool_max_size: int = 10
     ready_file: Path | None = None
+    log: LogSettings = DEFAULT_LOGS
     api_tokens: tuple[ApiToken, ...] = ()
     # HTTPS when both are given: PEM certificate (chain) and its key
     tls_cert: Path | None = None
@@ -84,6 +86,7 @@ def load(
     parser.add_argument("--host", default=None, help="interface to bind; overrides the host part")
     parser.add_argument("--pool-size", type=int, default=10, help="max database connections")
     add_ready_file_flag(parser)
+    add_log_flags(parser, env)
     parser.add_argument(
         "--api-tokens-file",
         default=env.get("SKIPLOCK_API_TOKENS_FILE") or None,
@@ -109,6 +112,7 @@ def load(
         help="open HTTP connections at most; more are closed at once (default 1000)",
     )
     args = parser.parse_args(argv)
+    log = log_settings(args)
     if not 0.1 <= args.request_timeout <= 3600:
         raise ConfigError("--request-timeout must be between 0.1 and 3600 seconds")
     if not 1 <= args.max_connections <= 1_000_000:
@@ -129,6 +133,7 @@ def load(
         database_url=database_url(env),
         pool_max_size=args.pool_size,
         ready_file=args.ready_file,
+        log=log,
         api_tokens=tokens,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 from store.db import Conn, fetch_all, unnest_arrays
 from store.models import (
@@ -19,6 +19,8 @@ from store.models import (
     AttemptStart,
     Claim,
     ClaimedAttempt,
+    EndedAttempt,
+    StartedAttempt,
     StopRequest,
 )
 from store.vocabulary import EndReason, sql_list
@@ -163,7 +165,8 @@ WITH available AS (
         picked_at = now(), started_at = NULL, exit_code = NULL, output_path = NULL
     FROM numbered d JOIN slots s ON s.n = d.n
     WHERE t.id = d.id
-    RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at
+    RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at,
+              t.schedule_id
 ), opened AS (
     INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
     SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
@@ -177,7 +180,7 @@ WITH available AS (
             FROM tasks WHERE status = 'queued' AND run_at > now()) AS next_due_in
 )
 SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
-       w.address, h.free, h.next_due_in
+       w.address, c.schedule_id, h.free, h.next_due_in
 FROM hint h
 LEFT JOIN (claimed c JOIN workers w ON w.id = c.worker_id) ON true
 """
@@ -199,7 +202,8 @@ async def claim_for_free_slots(conn: Conn, live_within: float, rotation: int) ->
 # --- attempts ---------------------------------------------------------------------------------
 
 # Workers started these attempts: record each unless it is no longer open for that worker.
-# Returns the attempts the workers should keep running (open and not being cancelled).
+# Returns each recorded attempt, whether its worker should keep running it (open and not being
+# cancelled) and whether this report started it (a repeated report finds it running already).
 MARK_ATTEMPTS_RUNNING = """
 WITH r AS (
     SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
@@ -209,10 +213,11 @@ WITH r AS (
     UPDATE attempts a
     SET status = 'running', started_at = coalesce(a.started_at, r.started_at),
         output_path = r.output_path
-    FROM r
+    FROM r, attempts old
     WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.worker_id = r.worker_id
-      AND a.ended_at IS NULL
-    RETURNING a.task_id, a.attempt, a.started_at, a.output_path, a.cancel_requested_at
+      AND a.ended_at IS NULL AND old.task_id = a.task_id AND old.attempt = a.attempt
+    RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.output_path,
+              a.cancel_requested_at, old.status = 'dispatched' AS first
 ), t AS (
     UPDATE tasks
     SET status = 'running', started_at = a.started_at, output_path = a.output_path
@@ -220,15 +225,20 @@ WITH r AS (
     WHERE tasks.id = a.task_id AND tasks.attempt = a.attempt
       AND tasks.status IN ('dispatched', 'running')
 )
-SELECT task_id, attempt FROM a WHERE cancel_requested_at IS NULL
+SELECT a.task_id, a.attempt, a.worker_id, k.schedule_id, k.run_at, a.started_at,
+       a.cancel_requested_at IS NULL AS keep, a.first
+FROM a JOIN tasks k ON k.id = a.task_id
 """
 
 
-async def mark_attempts_running(conn: Conn, starts: Sequence[AttemptStart]) -> set[AttemptKey]:
-    """Record that attempts started; returns those the worker should keep running."""
+async def mark_attempts_running(
+    conn: Conn, starts: Sequence[AttemptStart]
+) -> list[StartedAttempt]:
+    """Record that attempts started; returns the attempts recorded."""
     if not starts:
-        return set()
-    cur = await conn.execute(
+        return []
+    cur = conn.cursor(row_factory=class_row(StartedAttempt))
+    await cur.execute(
         MARK_ATTEMPTS_RUNNING,
         unnest_arrays(
             starts,
@@ -239,15 +249,16 @@ async def mark_attempts_running(conn: Conn, starts: Sequence[AttemptStart]) -> s
             output_paths="output_path",
         ),
     )
-    return {AttemptKey(row[0], row[1]) for row in await cur.fetchall()}
+    return await cur.fetchall()
 
 
 # End attempts (each only while open, and only for its own worker when one is named) at the
 # time their worker saw them end (kept between the hand-over and now), free their workers'
 # slots, and move each task on: done, cancelled, back to the queue (after a backoff when the
 # reason uses up a retry) or failed once retries are exhausted. A task that was cancelled or
-# already moved on is left alone. Returns a row per attempt that was open,
-# with its task's new status (NULL when the task did not move). Keys must be distinct.
+# already moved on is left alone. Returns a row per attempt that was open: how it ended, and
+# its task's new status (NULL when the task did not move), and whether its start was only
+# learnt from this ending (the worker's start report never came). Keys must be distinct.
 END_ATTEMPTS = f"""
 WITH r AS (
     SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
@@ -263,11 +274,13 @@ WITH r AS (
         output_path = coalesce(r.output_path, a.output_path),
         detail = left(r.detail, 2000),
         ended_at = least(greatest(coalesce(r.finished_at, now()), a.picked_at), now())
-    FROM r
+    FROM r, attempts old
     WHERE a.task_id = r.task_id AND a.attempt = r.attempt AND a.ended_at IS NULL
       AND (r.worker_id IS NULL OR a.worker_id = r.worker_id)
+      AND old.task_id = a.task_id AND old.attempt = a.attempt
     RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.ended_at, a.output_path,
               r.status, r.reason, r.exit_code,
+              old.started_at IS NULL AND a.started_at IS NOT NULL AS start_unrecorded,
               coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry
 ), freed AS (
     UPDATE workers w SET open_attempts = w.open_attempts - f.n
@@ -308,16 +321,21 @@ WITH r AS (
     WHERE t.id = d.id AND t.attempt = d.attempt AND t.status IN ('dispatched', 'running')
     RETURNING t.id, t.status
 )
-SELECT e.task_id, e.attempt, m.status FROM ended e LEFT JOIN moved m ON m.id = e.task_id
+SELECT e.task_id, e.attempt, e.worker_id, k.schedule_id, e.status, e.reason, e.exit_code,
+       e.started_at, e.ended_at, m.status AS task_status, k.run_at, e.start_unrecorded
+FROM ended e JOIN tasks k ON k.id = e.task_id LEFT JOIN moved m ON m.id = e.task_id
 """
 
 
-async def end_attempts(conn: Conn, ends: Sequence[AttemptEnd]) -> dict[AttemptKey, str | None]:
-    """End open attempts (distinct keys). Returns, for each attempt that was open, its task's
-    new status, or None when the task did not move."""
+async def end_attempts(
+    conn: Conn, ends: Sequence[AttemptEnd]
+) -> dict[AttemptKey, EndedAttempt]:
+    """End open attempts (distinct keys). Returns each attempt that was open, how it ended
+    and its task's new status (None when the task did not move)."""
     if not ends:
         return {}
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(EndedAttempt))
+    await cur.execute(
         END_ATTEMPTS,
         {
             **unnest_arrays(
@@ -337,10 +355,7 @@ async def end_attempts(conn: Conn, ends: Sequence[AttemptEnd]) -> dict[AttemptKe
             "requeue_after": REQUEUE_AFTER_REFUSAL_SECONDS,
         },
     )
-    return {
-        AttemptKey(row[0], row[1]): None if row[2] is None else str(row[2])
-        for row in await cur.fetchall()
-    }
+    return {AttemptKey(row.task_id, row.attempt): row for row in await cur.fetchall()}
 
 
 # --- stops ------------------------------------------------------------------------------------

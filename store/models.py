@@ -79,6 +79,7 @@ class ClaimedAttempt:
     run_at: datetime
     worker_id: str
     address: str
+    schedule_id: UUID | None
 
 
 CLAIMED_FIELDS = tuple(f.name for f in fields(ClaimedAttempt))
@@ -112,6 +113,30 @@ class AttemptStart:
 
 
 @dataclass(frozen=True)
+class StartedAttempt:
+    """An attempt a start report was recorded for: `keep` says whether its worker should keep
+    running it, `first` whether this report was the one that started it (not a repeat)."""
+
+    task_id: UUID
+    attempt: int
+    worker_id: str
+    schedule_id: UUID | None
+    run_at: datetime
+    started_at: datetime
+    keep: bool
+    first: bool
+
+    @property
+    def key(self) -> AttemptKey:
+        return AttemptKey(self.task_id, self.attempt)
+
+    @property
+    def start_delay(self) -> float:
+        """Seconds from when the attempt was due to when its command started."""
+        return max((self.started_at - self.run_at).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True)
 class StopRequest:
     task_id: UUID
     attempt: int
@@ -135,6 +160,47 @@ class AttemptEnd:
     finished_at: datetime | None = None
     output_path: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class EndedAttempt:
+    """An attempt that an ending closed, and where its task went (None: it did not move)."""
+
+    task_id: UUID
+    attempt: int
+    worker_id: str
+    schedule_id: UUID | None
+    status: str
+    reason: str | None
+    exit_code: int | None
+    started_at: datetime | None
+    ended_at: datetime
+    task_status: str | None
+    run_at: datetime
+    # True when its start was only learnt from this ending (no start report came before)
+    start_unrecorded: bool
+
+    def as_started(self) -> StartedAttempt | None:
+        """The start this ending revealed, when no start report had been recorded."""
+        if not self.start_unrecorded or self.started_at is None:
+            return None
+        return StartedAttempt(
+            self.task_id,
+            self.attempt,
+            self.worker_id,
+            self.schedule_id,
+            self.run_at,
+            self.started_at,
+            keep=False,
+            first=True,
+        )
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the command ran; None when it never started."""
+        if self.started_at is None:
+            return None
+        return max((self.ended_at - self.started_at).total_seconds(), 0.0)
 
 
 @dataclass(frozen=True)

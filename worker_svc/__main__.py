@@ -7,18 +7,19 @@ import sys
 
 import uvloop
 
+from common import logs
 from common.config import ConfigError
-from common.loops import install_stop_signals, setup_logging
+from common.loops import install_stop_signals
 from worker_svc.config import load
 from worker_svc.service import serve
 
 
 async def main() -> None:
-    setup_logging("worker")
     try:
         config = load()
     except ConfigError as exc:
         sys.exit(f"worker: {exc}")
+    logs.configure("worker", config.log)
     stop = asyncio.Event()
     install_stop_signals(stop)
     await serve(config, stop)

@@ -21,6 +21,7 @@ from common.config import (
 )
 from common.grpc_security import GrpcSecurity
 from common.limits import is_wildcard_host
+from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
 from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
 
 
@@ -39,6 +40,7 @@ class WorkerConfig:
     advertise_port: int | None
     security: GrpcSecurity
     ready_file: Path | None = None
+    log: LogSettings = DEFAULT_LOGS
     # SIGTERM first; SIGKILL when the group outlives this grace
     kill_grace: float = 5.0
     # bytes of each attempt's output kept in the database at each end; 0 keeps none
@@ -153,8 +155,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
     add_ready_file_flag(parser)
+    add_log_flags(parser, env)
     add_tls_flags(parser, env, ca=True)
     args = parser.parse_args(argv)
+    log = log_settings(args)
     if not 1 <= args.slots <= 1000:
         raise ConfigError("--slots must be between 1 and 1000")
     if args.drain_timeout < 0 or args.kill_grace < 0:
@@ -186,6 +190,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         advertise_port=advertise_port,
         security=security,
         ready_file=args.ready_file,
+        log=log,
         kill_grace=args.kill_grace,
         output_cap_bytes=args.output_cap_bytes,
     )

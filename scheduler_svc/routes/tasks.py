@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
+from scheduler_svc import telemetry
 from scheduler_svc.api_models import ScheduleRequest, task_detail_view, task_status_view
 from scheduler_svc.deps import Inserter, Pool, parse_uuid
 from store import tasks
@@ -70,6 +71,7 @@ async def schedule_task(
 
     if key is None:
         created_task = await inserter.insert(new)
+        telemetry.accepted(created_task)
         return JSONResponse(task_status_view(created_task), status_code=201)
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[TaskRow | None, bool]:
@@ -84,6 +86,8 @@ async def schedule_task(
         raise HTTPException(409, "Idempotency-Key conflict, retry the request")
     if not created and task.request_hash != fingerprint:
         raise HTTPException(409, "Idempotency-Key was already used with a different request body")
+    if created:
+        telemetry.accepted(task)
     return JSONResponse(task_status_view(task), status_code=201 if created else 200)
 
 

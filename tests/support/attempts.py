@@ -17,7 +17,7 @@ async def end_attempt(
     """End one open attempt. Returns (whether it was open, the task's new status if it moved)."""
     ended = await dispatch.end_attempts(conn, [end])
     key = AttemptKey(end.task_id, end.attempt)
-    return key in ended, ended.get(key)
+    return key in ended, ended[key].task_status if key in ended else None
 
 
 async def mark_attempt_running(
@@ -29,4 +29,4 @@ async def mark_attempt_running(
 ) -> bool:
     """Record that one attempt started; False when the worker should stop it instead."""
     start = AttemptStart(key.task_id, key.attempt, worker_id, started_at, output_path)
-    return key in await dispatch.mark_attempts_running(conn, [start])
+    return any(s.keep for s in await dispatch.mark_attempts_running(conn, [start]))

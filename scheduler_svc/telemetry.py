@@ -1,0 +1,20 @@
+"""What the scheduler tells operators about the tasks it accepts: one INFO line per task."""
+
+from __future__ import annotations
+
+from common.logs import get_logger
+from store.models import TaskRow
+
+log = get_logger("skiplock.tasks")
+
+
+def accepted(task: TaskRow) -> None:
+    """A task was written: call once per new task, whichever route made it."""
+    log.info(
+        "task accepted",
+        task_id=str(task.id),
+        schedule_id=str(task.schedule_id) if task.schedule_id else None,
+        attempt=task.attempt,
+        worker_id=None,
+        run_at=task.run_at.isoformat(),
+    )
