@@ -84,20 +84,23 @@ def task_status(cluster: Cluster, task_id: str) -> str:
 
 
 def test_submit_from_the_form_follow_it_live_and_cancel_it(
-    session: Session, cluster: Cluster, shots: Path
+    session: Session, cluster: Cluster, shots: Path, tmp_path: Path
 ) -> None:
+    go_on = tmp_path / "go-on"
     page = session.page
     page.goto("/ui/tasks")
     expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
 
     page.get_by_role("button", name="New task").click()
     dialog = page.get_by_role("dialog", name="New task")
-    dialog.get_by_label("Command").fill("echo started; sleep 600")
+    dialog.get_by_label("Command").fill(
+        f"echo started; until [ -e {go_on} ]; do sleep 0.1; done; echo still going; sleep 600"
+    )
     dialog.get_by_role("button", name="Queue task").click()
     expect(dialog).to_be_hidden()
 
     # The list follows the task from queued to running without a reload.
-    row = row_of(page, "echo started; sleep 600")
+    row = row_of(page, "echo still going")
     expect(row).to_have_count(1, timeout=SEEN)
     expect(row.locator(".badge")).to_have_text("running", timeout=SEEN)
 
@@ -106,6 +109,13 @@ def test_submit_from_the_form_follow_it_live_and_cancel_it(
     task_id = page.url.rsplit("/", 1)[1]
     expect(page.locator(".fact").filter(has_text="Status").locator(".badge")).to_have_text("running")
     expect(page.locator(".tl-run.status-running")).to_have_count(1)
+    # Its output is followed while it runs: a line printed after the page opened shows up.
+    output = page.locator("#task-output")
+    expect(output).to_contain_text("started", timeout=SEEN)
+    expect(output).not_to_contain_text("still going")
+    go_on.touch()
+    expect(output).to_contain_text("still going", timeout=SEEN)
+    expect(page.locator(".output-info")).to_contain_text("following")
 
     page.get_by_role("button", name="Cancel task").click()
     page.get_by_role("dialog").get_by_role("button", name="Cancel task").click()
@@ -208,6 +218,11 @@ def test_untrusted_text_is_shown_as_text(session: Session, cluster: Cluster) -> 
         expect(shown).to_contain_text("<img src=x onerror=alert(2)>")
         expect(shown).to_contain_text("\u241b[31mred\u241b[0m")  # ESC shown as ␛
         assert page.locator("main script, main img").count() == 0
+    # What the command printed, too, is text on the task page.
+    output = page.locator("#task-output")
+    expect(output).to_contain_text("<script>alert(1)</script>")
+    expect(output).to_contain_text("<img src=x onerror=alert(2)> \u241b[31mred\u241b[0m")
+    assert page.locator("main script, main img").count() == 0
 
 
 def test_deep_links_and_keyboard(session: Session, cluster: Cluster) -> None:

@@ -9,6 +9,7 @@ import {
   durationText, elapsed, h, replace, secondsBetween, timeAgo, utcText, visibleText,
 } from '../dom.js';
 import { repeat } from '../live.js';
+import { outputPanel } from '../output.js';
 import { href } from '../router.js';
 
 const REFRESH_RUNNING_MS = 1000;
@@ -102,10 +103,12 @@ export async function taskPage({ main, params, signal, canWrite }) {
   const commandBox = h('pre', { class: 'command-block' });
   const facts = h('div');
   const attempts = h('div');
+  const output = outputPanel(id, signal);
   main.append(header,
     card('Command', commandBox),
     card('Details', facts),
-    card('Attempts', attempts));
+    card('Attempts', attempts),
+    card('Output', output.element, { id: 'output' }));
 
   let task = null;
   let refresher = null;
@@ -125,6 +128,7 @@ export async function taskPage({ main, params, signal, canWrite }) {
     commandBox.replaceChildren(visibleText(task.command));
     replace(facts, settings(task));
     replace(attempts, timeline(task), attemptsTable(task));
+    output.update(task);
     replace(actions, canWrite && !FINISHED.has(task.status) ? button('Cancel task', async () => {
       if (await confirmDialog('Cancel this task?', 'A running command is stopped on its worker.', { confirmLabel: 'Cancel task', danger: true })) act('cancel');
     }, { kind: 'btn-danger', 'data-action': 'cancel' }) : null,
