@@ -139,14 +139,15 @@ def tls_material(cert: str | None, key: str | None, ca: str | None) -> TlsMateri
 
 
 def database_url(env: Mapping[str, str]) -> str:
-    """DATABASE_URL, else one built from the POSTGRES_* variables compose files use."""
-    url = env.get("DATABASE_URL", "").strip()
+    """DATABASE_URL (or the file DATABASE_URL_FILE names), else one built from the POSTGRES_*
+    variables compose files use (POSTGRES_PASSWORD_FILE too)."""
+    url = secret(env, "DATABASE_URL")
     if url:
         return url
     if not env.get("POSTGRES_HOST"):
         return DEFAULT_DATABASE_URL
     user = quote(env.get("POSTGRES_USER", "postgres"), safe="")
-    password = env.get("POSTGRES_PASSWORD", "")
+    password = secret(env, "POSTGRES_PASSWORD") or ""
     auth = f"{user}:{quote(password, safe='')}" if password else user
     host = env["POSTGRES_HOST"]
     if ":" in host and not host.startswith("["):

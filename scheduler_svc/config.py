@@ -15,6 +15,7 @@ from common.config import (
     add_tls_flags,
     database_url,
     parse_listen,
+    secret,
     secure_listen,
     tls_material,
 )
@@ -54,7 +55,8 @@ class SchedulerConfig:
 
 
 def load_api_tokens(tokens_file: str | None, env: Mapping[str, str]) -> tuple[ApiToken, ...]:
-    """The tokens file's lines, then SKIPLOCK_API_TOKEN and SKIPLOCK_API_READ_TOKEN."""
+    """The tokens file's lines, then SKIPLOCK_API_TOKEN and SKIPLOCK_API_READ_TOKEN (each
+    also from the file its *_FILE variable names)."""
     tokens: list[ApiToken] = []
     try:
         if tokens_file:
@@ -64,7 +66,7 @@ def load_api_tokens(tokens_file: str | None, env: Mapping[str, str]) -> tuple[Ap
                 raise ConfigError(f"API tokens file {tokens_file}: {exc.strerror}") from None
             tokens += parse_token_lines(text, tokens_file)
         for variable, name, role in ENV_TOKENS:
-            value = env.get(variable, "").strip()
+            value = secret(env, variable)
             if value:
                 tokens.append(api_token(name, role.value, value, where=variable))
     except TokenError as exc:

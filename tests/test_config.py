@@ -294,3 +294,42 @@ def test_each_service_reports_a_bad_flag_in_one_line(module, flag):
     )
     assert done.returncode != 0
     assert done.stderr == f"{service}: {flag}: port 99999 out of range 0-65535\n"
+
+
+# --- secrets from files and what commands inherit ---------------------------------------------
+
+
+def test_database_settings_and_api_tokens_may_come_from_files(tmp_path):
+    url_file, password_file, token_file = (tmp_path / n for n in ("url", "password", "token"))
+    url_file.write_text("postgresql://u@db:6543/x\n")
+    password_file.write_text("p@ss\n")
+    token_file.write_text("t" * 32 + "\n")
+    assert database_url({"DATABASE_URL_FILE": str(url_file)}) == "postgresql://u@db:6543/x"
+    composed = database_url({"POSTGRES_HOST": "pg", "POSTGRES_PASSWORD_FILE": str(password_file)})
+    assert conninfo_to_dict(composed)["password"] == "p@ss"
+    env = {"SKIPLOCK_API_TOKEN_FILE": str(token_file), "DATABASE_URL_FILE": str(url_file)}
+    config = scheduler_config.load([], env)
+    assert [t.name for t in config.api_tokens] == ["env"]
+    assert config.database_url == "postgresql://u@db:6543/x"
+    with pytest.raises(ConfigError, match="not both"):
+        database_url({"DATABASE_URL": "postgresql://a/b", "DATABASE_URL_FILE": str(url_file)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        database_url({"DATABASE_URL_FILE": str(tmp_path / "missing")})
+
+
+def test_the_worker_builds_a_minimal_command_environment_with_its_allow_list():
+    env = {"PATH": "/p", "HOME": "/h", "SHARED": "s", "PRIVATE": "x"} | TOKEN
+    config = worker_config.load(["--pass-env=SHARED,ABSENT"], env)
+    assert dict(config.command_env) == {
+        "PATH": "/p", "HOME": "/h", "LANG": "C.UTF-8", "TZ": "UTC", "SHARED": "s"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "names",
+    ["SKIPLOCK_CLUSTER_TOKEN", "A,skiplock_tls_key_file", "DATABASE_URL", "POSTGRES_PASSWORD",
+     "PGPASSWORD", "DATABASE_URL_FILE", "BAD-NAME", "1X"],
+)  # fmt: skip
+def test_pass_env_refuses_secrets_and_bad_names(names):
+    with pytest.raises(ConfigError, match="--pass-env"):
+        worker_config.load([f"--pass-env={names}"], {})

@@ -23,6 +23,7 @@ from common.grpc_security import GrpcSecurity
 from common.limits import is_wildcard_host
 from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
 from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
+from worker_svc.environment import base_environment, parse_pass_env
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class WorkerConfig:
     # bytes of each attempt's output kept in the database at each end; 0 keeps none
     output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES
     submit_deadline: float = 5.0
+    # What every command's environment starts from (worker_svc/environment.py), as
+    # (name, value) pairs: the minimal base plus the --pass-env variables.
+    command_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def worker_id(self) -> str:
@@ -154,6 +158,13 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         action="store_true",
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
+    parser.add_argument(
+        "--pass-env",
+        default="",
+        help="comma-separated names of this worker's environment variables that commands get "
+        "too (commands otherwise see only PATH, HOME, LANG, TZ=UTC and their own env); "
+        "SKIPLOCK_*, POSTGRES_*, PG* and DATABASE_URL* are refused",
+    )
     add_ready_file_flag(parser)
     add_log_flags(parser, env)
     add_tls_flags(parser, env, ca=True)
@@ -193,4 +204,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log=log,
         kill_grace=args.kill_grace,
         output_cap_bytes=args.output_cap_bytes,
+        command_env=base_environment(env, parse_pass_env(args.pass_env)),
     )

@@ -42,6 +42,8 @@ class Execution:
     not_before: datetime | None
     # Bytes of output shipped to the database at each end of the file; 0 ships none.
     output_cap: int = 0
+    # The command's whole environment (worker_svc/environment.py); nothing else is inherited.
+    env: dict[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
     # The output file as far as shipped, once spawned (None when output_cap is 0).
     output: OutputFile | None = None
@@ -61,7 +63,9 @@ class Execution:
         self.stop_requested.set()
 
 
-def spawn(command: str, output_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def spawn(
+    command: str, output_path: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start `bash -c command` as the leader of a new session and process group, writing to a
     new output file; returns the process and the worker's own descriptor of that file (open
     for reading, so shipping the output never looks the path up again)."""
@@ -74,6 +78,7 @@ def spawn(command: str, output_path: Path) -> tuple[subprocess.Popen[bytes], int
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=env,
         )
     except BaseException:
         os.close(fd)
@@ -127,7 +132,7 @@ class ProcessRunner:
         if execution.stopped_as is not None:
             return Outcome(execution.stopped_as, None, datetime.now(UTC), "stopped before start")
         try:
-            proc, fd = spawn(execution.command, execution.output_path)
+            proc, fd = spawn(execution.command, execution.output_path, execution.env)
         except OSError as exc:
             detail = f"could not start bash: {exc}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from common import grpc_security
@@ -15,6 +16,7 @@ from proto import skiplock_pb2_grpc as pb_grpc
 from proto.timestamps import to_timestamp
 from worker_svc.config import WorkerConfig
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
+from worker_svc.environment import command_environment
 from worker_svc.process import Execution, Outcome, ProcessRunner
 from worker_svc.reporter import Key, Reporter
 from worker_svc.servicer import WorkerServicer
@@ -80,6 +82,11 @@ class Worker:
         """Bytes of an attempt's output to keep at each end: the task may ask for fewer."""
         cap = self.config.output_cap_bytes
         return cap if task_cap is None else min(cap, task_cap)
+
+    def command_env(
+        self, task_id: str, attempt: int, task_env: Mapping[str, str]
+    ) -> dict[str, str]:
+        return command_environment(self.config.command_env, task_env, task_id, attempt)
 
     def report(
         self,

@@ -51,6 +51,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 output_cap=self.worker.output_cap(
                     request.output_cap_bytes if request.HasField("output_cap_bytes") else None
                 ),
+                env=self.worker.command_env(request.ref.task_id, request.ref.attempt, {}),
             )
         )
         return pb.SubmitTaskResponse(accepted=True)
