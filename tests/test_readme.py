@@ -61,7 +61,8 @@ def test_every_flag_is_documented(service: str, capsys: pytest.CaptureFixture[st
 
 
 def environment_reads(path: Path) -> set[str]:
-    """Names read as env.get("X") / env["X"] / os.environ.get("X") / os.environ["X"]."""
+    """Names read as env.get("X") / env["X"] / os.environ.get("X") / os.environ["X"], and X and
+    X_FILE read as secret(env, "X")."""
 
     def is_env(node: ast.expr) -> bool:
         return (isinstance(node, ast.Name) and node.id in ("env", "environ")) or (
@@ -83,6 +84,16 @@ def environment_reads(path: Path) -> set[str]:
             node.value
         ):
             key = node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "secret"
+            and len(node.args) == 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):  # secret(env, "X") reads X and X_FILE
+            names.add(f"{node.args[1].value}_FILE")
+            key = node.args[1]
         if isinstance(key, ast.Constant) and isinstance(key.value, str):
             names.add(key.value)
     return names
