@@ -293,8 +293,27 @@ def test_pictures_of_a_busy_cluster(browser: Browser, cluster: Cluster, shots: P
                 expect(page.get_by_role("region", name="Next cron fires")).to_contain_text(
                     "cache-warm"
                 )
+                # Now and over the last hour: tiles from /stats, charts from /stats/history.
+                busy = page.locator(".tile").filter(has_text="Workers busy")
+                expect(busy.locator(".tile-value")).to_have_text(re.compile(r"^[1-8] / 8$"))
+                expect(page.locator("#trends svg.chart")).to_have_count(3)
+                expect(page.locator("#trends polyline.chart-ok").first).to_be_attached(timeout=SEEN)
                 screenshot(page, f"overview-{scheme}", shots)
                 if scheme == "light":
+                    page.get_by_role("link", name="Workers", exact=True).click()
+                    expect(page.get_by_role("heading", name="Workers")).to_be_visible()
+                    expect(page.locator("#workers-table tbody tr")).to_have_count(2)
+                    worker_row = page.locator("#workers-table tbody tr").filter(has_text="live")
+                    expect(worker_row).to_have_count(2)
+                    screenshot(page, "workers", shots)
+                    # The worker running `sleep 45` shows it among its open attempts.
+                    holder = cluster.http.get(f"/tasks/{task_ids[3]}").json()["worker_id"]
+                    page.get_by_role("link", name=holder, exact=True).click()
+                    expect(page.get_by_role("heading", name=f"Worker {holder}")).to_be_visible()
+                    expect(page.get_by_role("region", name="Open attempts")).to_contain_text(
+                        "sleep 45"
+                    )
+                    screenshot(page, "worker", shots)
                     page.goto("/ui/tasks")
                     expect(row_of(page, "sleep 45")).to_have_count(1)
                     screenshot(page, "tasks", shots)

@@ -10,10 +10,14 @@ import { scheduleFormPage } from './pages/schedule_form.js';
 import { schedulesPage } from './pages/schedules.js';
 import { taskPage } from './pages/task.js';
 import { tasksPage } from './pages/tasks.js';
+import { workerPage } from './pages/worker.js';
+import { workersPage } from './pages/workers.js';
 
 route('', overviewPage);
 route('tasks', tasksPage);
 route('tasks/:id', taskPage);
+route('workers', workersPage);
+route('workers/:id', workerPage);
 route('schedules', schedulesPage);
 route('schedules/new', scheduleFormPage);
 route('schedules/:id', schedulePage);
