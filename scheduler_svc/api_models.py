@@ -142,3 +142,70 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
         "timeout_seconds": task.timeout_seconds,
         "attempts": [attempt_view(a) for a in attempts],
     }
+
+
+# Query values that are compared with text in the database, which cannot hold NUL.
+def check_no_nul_query(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+TextQuery = Annotated[str, AfterValidator(check_no_nul_query)]
+# A point in time given in a query: RFC 3339 with an offset, any year.
+QueryTime = Annotated[datetime, BeforeValidator(parse_rfc3339)]
+
+
+class TaskStatusView(BaseModel):
+    """A task as POST /schedule, GET /status and listings answer it."""
+
+    # Fields added by newer servers pass through to clients that know them.
+    model_config = ConfigDict(extra="allow")
+
+    task_id: str = Field(description="UUID")
+    command: str
+    status: str = Field(description="queued, dispatched, running, succeeded, failed, cancelled")
+    scheduled_at: str | None = Field(description="RFC 3339, UTC")
+    picked_at: str | None
+    started_at: str | None
+    completed_at: str | None = Field(description="when it finished, however it did")
+    failed_at: str | None
+    cancelled_at: str | None
+    exit_code: int | None
+    worker_id: str | None
+    output_path: str | None
+    attempt: int = Field(description="number of the latest attempt; 0 before the first")
+    last_reason: str | None
+
+
+class AttemptView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    attempt: int
+    worker_id: str
+    status: str
+    reason: str | None
+    picked_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None
+    output_path: str | None
+    detail: str | None
+    cancel_requested_at: str | None
+
+
+class TaskDetailView(TaskStatusView):
+    created_at: str | None
+    run_at: str | None = Field(description="earliest start of the next attempt")
+    max_retries: int
+    retries_left: int
+    retry_backoff_seconds: float
+    timeout_seconds: float | None
+    attempts: list[AttemptView]
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskStatusView]
+    next_cursor: str | None = Field(
+        default=None, description="pass back as `cursor` for the next page; null on the last"
+    )

@@ -19,6 +19,7 @@ from scheduler_svc.errors import (
     MAX_BODY_BYTES,
     BodySizeLimit,
     json_bodies_only,
+    no_unknown_query_parameters,
     on_database_unavailable,
     on_http_error,
     on_validation_error,
@@ -50,7 +51,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
         description="Schedule shell commands once or on cron schedules; read what happened.",
         version="1.0",
         lifespan=lifespan,
-        dependencies=[Depends(json_bodies_only)],
+        dependencies=[Depends(json_bodies_only), Depends(no_unknown_query_parameters)],
     )
     for router in ROUTERS:
         app.include_router(router)

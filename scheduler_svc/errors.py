@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,12 +45,15 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
 def allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (Starlette names only the first route's)."""
     methods: set[str] = set()
+    literal: set[str] = set()  # a path a route names literally is that route's alone
     for context in iter_route_contexts(request.app.routes):
         route = context.original_route
         match, _ = route.matches({**request.scope, "method": "GET"})
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+            if getattr(route, "param_convertors", None) == {}:
+                literal |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(literal or methods))
 
 
 async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -104,3 +108,55 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def query_names(dependant: Dependant) -> list[str]:
+    names = [field.alias for field in dependant.query_params]
+    for sub in dependant.dependencies:
+        names += query_names(sub)
+    return names
+
+
+def declared_query_parameters(route: APIRoute) -> frozenset[str]:
+    """The query parameter names a route declares, its dependencies' included."""
+    names = getattr(route, "_skiplock_query_names", None)
+    if names is None:
+        names = frozenset(query_names(route.dependant))
+        route._skiplock_query_names = names  # type: ignore[attr-defined]
+    return names
+
+
+async def no_unknown_query_parameters(request: Request) -> None:
+    """A query parameter the route does not declare is a mistake (a typo in a filter would
+    otherwise widen a listing silently): 422 naming each one."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    literal_paths_win(request, route)
+    unknown = sorted(set(request.query_params) - declared_query_parameters(route))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter",
+                    "type": "extra_forbidden",
+                }
+                for name in unknown
+            ]
+        )
+
+
+def literal_paths_win(request: Request, route: APIRoute) -> None:
+    """A path that a route names literally (GET /schedules/preview) is that route's, even for
+    a method only a parameterised route (PATCH /schedules/{id}) serves: 405, not a 422 about
+    an id. Checked before anything else is."""
+    if not route.param_convertors:
+        return
+    for context in iter_route_contexts(request.app.routes):
+        other = context.original_route
+        if other is route or getattr(other, "param_convertors", None) != {}:
+            continue
+        match, _ = other.matches(request.scope)
+        if match == Match.PARTIAL:
+            raise HTTPException(405, "Method Not Allowed")

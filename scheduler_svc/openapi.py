@@ -83,7 +83,9 @@ NOT_READY = {
     }
 }
 # Identifiers are UUIDs: every path parameter named *_id but these, and these query parameters.
-UUID_QUERY_PARAMETERS = frozenset({("/status", "task_id"), ("/tasks", "id"), ("/tasks", "before")})
+UUID_QUERY_PARAMETERS = frozenset(
+    {("/status", "task_id"), ("/tasks", "id"), ("/tasks", "schedule_id")}
+)
 FREE_TEXT_PATH_IDS = frozenset({"worker_id"})  # a worker's id is whatever it was started with
 
 

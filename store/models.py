@@ -235,6 +235,7 @@ class AttemptOutput:
 
 # --- schedules ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ScheduleSettings:
     """What a user sets on a schedule (POST, or PATCH merged over the current row)."""
@@ -326,3 +327,28 @@ class WorkerAttempt:
     started_at: datetime | None
     command: str
     schedule_id: UUID | None
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks a listing shows: each field given narrows it; times are half-open ranges
+    [after, before)."""
+
+    statuses: tuple[str, ...] = ()
+    worker_id: str | None = None
+    schedule_id: UUID | None = None
+    command_prefix: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    scheduled_after: datetime | None = None
+    scheduled_before: datetime | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """Where a page newest first ended: its last task's creation time and id."""
+
+    created_at: datetime
+    id: UUID

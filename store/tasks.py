@@ -7,11 +7,12 @@ decides when work is due, so no two machines' clocks are ever compared.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from uuid import UUID
 
 from store.db import Conn, fetch_all, fetch_one
-from store.models import AttemptRow, NewTask, TaskRow
-from store.vocabulary import UNFINISHED_TASK_STATUSES, TaskStatus, sql_list
+from store.models import AttemptRow, NewTask, PageKey, TaskFilter, TaskRow
+from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
 from store.wakeups import WAKEUP_CHANNEL, Topic
 
 # Insert a task; with an idempotency key already taken, insert nothing and return nothing.
@@ -107,23 +108,43 @@ async def get_tasks(conn: Conn, task_ids: Sequence[UUID]) -> list[TaskRow]:
     return await fetch_all(conn, TaskRow, SELECT_TASKS_BY_ID, {"ids": list(task_ids)})
 
 
-# A page of tasks, newest first, optionally of one status, older than the task `before`.
+# A page of tasks, newest first, matching every filter given (NULL: no filter), older than a
+# cursor: the (created_at, id) of the last task of the previous page, or that task's id.
 LIST_TASKS = """
 SELECT * FROM tasks
-WHERE (%(status)s::text IS NULL OR status = %(status)s)
-  AND (%(before)s::uuid IS NULL
-       OR (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = %(before)s))
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
+  AND (%(schedule_id)s::uuid IS NULL OR schedule_id = %(schedule_id)s)
+  AND (%(command_prefix)s::text IS NULL OR starts_with(command, %(command_prefix)s))
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(scheduled_after)s::timestamptz IS NULL OR scheduled_at >= %(scheduled_after)s)
+  AND (%(scheduled_before)s::timestamptz IS NULL OR scheduled_at < %(scheduled_before)s)
+  AND (%(finished_after)s::timestamptz IS NULL OR completed_at >= %(finished_after)s)
+  AND (%(finished_before)s::timestamptz IS NULL OR completed_at < %(finished_before)s)
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_created_at)s, %(after_id)s::uuid))
+  AND (%(before_id)s::uuid IS NULL
+       OR (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = %(before_id)s))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
 
 
 async def list_tasks(
-    conn: Conn, status: TaskStatus | None, before: UUID | None, limit: int
+    conn: Conn, where: TaskFilter, after: PageKey | None, limit: int, before_id: UUID | None = None
 ) -> list[TaskRow]:
-    return await fetch_all(
-        conn, TaskRow, LIST_TASKS, {"status": status, "before": before, "limit": limit}
-    )
+    """A page of tasks newest first: after `after` (the previous page's last task), or after
+    the task `before_id`."""
+    params = {
+        **asdict(where),
+        "statuses": [str(s) for s in where.statuses] if where.statuses else None,
+        "after_created_at": after.created_at if after else None,
+        "after_id": after.id if after else None,
+        "before_id": before_id,
+        "limit": limit,
+    }
+    return await fetch_all(conn, TaskRow, LIST_TASKS, params)
 
 
 # The task created earlier under an idempotency key.

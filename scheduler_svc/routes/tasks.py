@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -13,11 +15,20 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from scheduler_svc import telemetry
-from scheduler_svc.api_models import ScheduleRequest, task_detail_view, task_status_view
+from scheduler_svc.api_models import (
+    QueryTime,
+    ScheduleRequest,
+    TaskDetailView,
+    TaskList,
+    TaskStatusView,
+    TextQuery,
+    task_detail_view,
+    task_status_view,
+)
 from scheduler_svc.deps import Inserter, Pool, parse_uuid
 from store import tasks
 from store.db import in_transaction
-from store.models import NewTask, TaskRow
+from store.models import NewTask, PageKey, TaskFilter, TaskRow
 from store.vocabulary import TaskStatus
 from store.wakeups import Topic, notify_wakeup
 
@@ -47,7 +58,13 @@ def check_idempotency_key(key: str | None) -> str | None:
 @router.post(
     "/schedule",
     status_code=201,
-    responses={200: {"description": "The task an earlier request with this Idempotency-Key made"}},
+    response_model=TaskStatusView,
+    responses={
+        200: {
+            "description": "The task an earlier request with this Idempotency-Key made",
+            "model": TaskStatusView,
+        }
+    },
 )
 async def schedule_task(
     body: ScheduleRequest,
@@ -109,43 +126,102 @@ async def load_detail(pool: AsyncConnectionPool, task_id: uuid.UUID) -> dict[str
     return task_detail_view(task, attempts)
 
 
-@router.get("/status")
+@router.get("/status", response_model=TaskStatusView)
 async def task_status(pool: Pool, task_id: Annotated[str, Query()]) -> dict[str, Any]:
     """The current state of one task."""
     return task_status_view(await load_task(pool, parse_task_id(task_id)))
+
+
+def encode_cursor(task: TaskRow) -> str:
+    """An opaque cursor for the page after `task`: its creation time and id."""
+    raw = f"{task.created_at.isoformat()} {task.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, name: str) -> PageKey:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        created, _, task_id = text.partition(" ")
+        key = PageKey(datetime.fromisoformat(created), uuid.UUID(task_id))
+    except ValueError:
+        raise HTTPException(422, f"{name} is not a cursor this API gave") from None
+    if key.created_at.tzinfo is None:
+        raise HTTPException(422, f"{name} is not a cursor this API gave")
+    return key
+
+
+def page_start(cursor: str | None, before: str | None) -> tuple[PageKey | None, uuid.UUID | None]:
+    """Where a page starts: an opaque cursor (in `cursor`, or in `before` as older clients send
+    it), or, in `before`, the id of the previous page's last task."""
+    if cursor is not None and before is not None:
+        raise HTTPException(422, "give `cursor` or `before`, not both")
+    if cursor is not None:
+        return decode_cursor(cursor, "cursor"), None
+    if before is None:
+        return None, None
+    try:
+        return None, uuid.UUID(before)
+    except ValueError:
+        return decode_cursor(before, "before"), None
 
 
 @router.get("/tasks")
 async def list_tasks(
     pool: Pool,
     task_ids: Annotated[list[str] | None, Query(alias="id", max_length=MAX_PAGE)] = None,
-    status: TaskStatus | None = None,
+    status: Annotated[list[TaskStatus] | None, Query(max_length=len(TaskStatus))] = None,
+    worker_id: Annotated[TextQuery | None, Query(min_length=1, max_length=200)] = None,
+    schedule_id: Annotated[str | None, Query(max_length=64)] = None,
+    command_prefix: Annotated[TextQuery | None, Query(min_length=1, max_length=1000)] = None,
+    created_after: QueryTime | None = None,
+    created_before: QueryTime | None = None,
+    scheduled_after: QueryTime | None = None,
+    scheduled_before: QueryTime | None = None,
+    finished_after: QueryTime | None = None,
+    finished_before: QueryTime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    before: Annotated[str | None, Query(max_length=64)] = None,
-) -> dict[str, Any]:
-    """Tasks named by `id` (repeat it, up to 500), or a page of tasks newest first, optionally
-    of one status; pass next_cursor back as `before` for the next page."""
-    cursor = parse_uuid(before, "before") if before is not None else None
-    if task_ids and (status is not None or cursor is not None):
-        raise HTTPException(422, "`id` names tasks exactly: it takes no `status` or `before`")
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    before: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> TaskList:
+    """Tasks named by `id` (repeat it, up to 500), or a page of tasks newest first matching
+    every filter given: `status` (repeat it for several), `worker_id` (of the latest attempt),
+    `schedule_id`, `command_prefix`, and time ranges `created_`, `scheduled_` and `finished_`
+    `after` (inclusive) / `before` (exclusive). Pass next_cursor back as `cursor` for the next
+    page; pages stay consistent while tasks are added."""
+    where = TaskFilter(
+        statuses=tuple(status or ()),
+        worker_id=worker_id,
+        schedule_id=parse_uuid(schedule_id, "schedule_id") if schedule_id is not None else None,
+        command_prefix=command_prefix,
+        created_after=created_after,
+        created_before=created_before,
+        scheduled_after=scheduled_after,
+        scheduled_before=scheduled_before,
+        finished_after=finished_after,
+        finished_before=finished_before,
+    )
+    after, before_id = page_start(cursor, before)
+    if task_ids and (where != TaskFilter() or after is not None or before_id is not None):
+        raise HTTPException(422, "`id` names tasks exactly: it takes no filters or cursor")
     async with pool.connection() as conn:
         if task_ids:
             ids = [parse_task_id(raw) for raw in task_ids]
-            return {"tasks": [task_status_view(t) for t in await tasks.get_tasks(conn, ids)]}
-        page = await tasks.list_tasks(conn, status, cursor, limit)
-    return {
-        "tasks": [task_status_view(t) for t in page],
-        "next_cursor": str(page[-1].id) if len(page) == limit else None,
-    }
+            found = await tasks.get_tasks(conn, ids)
+            return TaskList(tasks=[TaskStatusView(**task_status_view(t)) for t in found])
+        page = await tasks.list_tasks(conn, where, after, limit, before_id)
+    return TaskList(
+        tasks=[TaskStatusView(**task_status_view(t)) for t in page],
+        next_cursor=encode_cursor(page[-1]) if len(page) == limit else None,
+    )
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", response_model=TaskDetailView)
 async def task_detail(pool: Pool, task_id: str) -> dict[str, Any]:
     """One task with every attempt made to run it."""
     return await load_detail(pool, parse_task_id(task_id))
 
 
-@router.post("/tasks/{task_id}/cancel")
+@router.post("/tasks/{task_id}/cancel", response_model=TaskDetailView)
 async def cancel_task(pool: Pool, task_id: str) -> dict[str, Any]:
     """Cancel a task: at once when queued; a running attempt is stopped on its worker."""
     tid = parse_task_id(task_id)
@@ -166,7 +242,7 @@ async def cancel_task(pool: Pool, task_id: str) -> dict[str, Any]:
     return await load_detail(pool, tid)
 
 
-@router.post("/tasks/{task_id}/retry")
+@router.post("/tasks/{task_id}/retry", response_model=TaskDetailView)
 async def retry_task(pool: Pool, task_id: str) -> dict[str, Any]:
     """Queue a failed task again, with its retries restored."""
     tid = parse_task_id(task_id)
