@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console, RenderableType
@@ -288,24 +289,118 @@ def retry(
     s.emit(task, render.task_summary(task))
 
 
+def instant_option(name: str, help: str) -> Any:
+    return typer.Option(name, parser=parse_instant, metavar="TIME", help=help, show_default=False)
+
+
 @tasks_app.command("ls")
 def tasks_ls(
     ctx: typer.Context,
     status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="Only tasks in this status, e.g. failed (repeat for several).",
+            show_default=False,
+        ),
+    ] = None,
+    worker: Annotated[
+        str | None,
+        typer.Option("--worker", help="Only tasks last run by this worker.", show_default=False),
+    ] = None,
+    schedule: Annotated[
         str | None,
         typer.Option(
-            "--status", help="Only tasks in this status, e.g. failed.", show_default=False
+            "--schedule", help="Only runs of this schedule (id or name).", show_default=False
         ),
+    ] = None,
+    command_prefix: Annotated[
+        str | None,
+        typer.Option("--command", help="Only commands that start with this.", show_default=False),
+    ] = None,
+    created_after: Annotated[
+        str | None, instant_option("--created-after", "Created at or after this RFC 3339 time.")
+    ] = None,
+    created_before: Annotated[
+        str | None, instant_option("--created-before", "Created before this RFC 3339 time.")
+    ] = None,
+    finished_after: Annotated[
+        str | None, instant_option("--finished-after", "Finished at or after this time.")
+    ] = None,
+    finished_before: Annotated[
+        str | None, instant_option("--finished-before", "Finished before this time.")
     ] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Tasks, newest first."""
+    """Tasks, newest first, matching every filter given."""
     s = session(ctx, json_output)
-    page = s.api.get("/tasks", {"status": status, "limit": limit, "before": cursor})
+    query = {
+        "status": status or None,
+        "worker_id": worker,
+        "schedule_id": schedule_id(s, schedule) if schedule else None,
+        "command_prefix": command_prefix,
+        "created_after": created_after,
+        "created_before": created_before,
+        "finished_after": finished_after,
+        "finished_before": finished_before,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    page = s.api.get("/tasks", query)
     s.emit(page, render.tasks_table(page["tasks"]))
     more(s, "skiplock tasks ls", page)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    task_id: TaskId,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the attempt ends.")
+    ] = False,
+    attempt: Annotated[
+        int | None,
+        typer.Option(
+            "--attempt", min=1, help="This attempt (default: the latest).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """A task's output (stdout and stderr), as stored: whole, or followed while it runs."""
+    s = session(ctx)
+    params = {"follow": follow, "attempt": attempt, "encoding": "raw"}
+    with s.api.stream(f"/tasks/{task_id}/output", params) as response:
+        for chunk in response.iter_bytes():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+
+@app.command()
+def workers(
+    ctx: typer.Context,
+    worker_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[WORKER_ID]", help="One worker, with the attempts it holds."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """The fleet: each worker's state, busy slots and last heartbeat."""
+    s = session(ctx, json_output)
+    if worker_id is not None:
+        worker = s.api.get(f"/workers/{quote(worker_id, safe='')}")
+        s.emit(worker, render.worker_detail(worker))
+        return
+    fleet = s.api.get("/workers")
+    s.emit(fleet, render.workers_table(fleet["workers"]))
+
+
+@app.command()
+def stats(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """The backlog, recent outcomes, start delays, slots and cron ticks."""
+    s = session(ctx, json_output)
+    current = s.api.get("/stats")
+    s.emit(current, render.stats_summary(current))
 
 
 def more(s: Session, command: str, page: dict[str, Any]) -> None:

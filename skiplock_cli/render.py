@@ -209,6 +209,126 @@ def ticks_table(ticks: Sequence[dict[str, Any]]) -> Table:
     return table(("FIRE TIME (UTC)", "OUTCOME", "TASK", "TASK STATUS"), rows)
 
 
+# -- fleet and stats ------------------------------------------------------------------------
+
+
+def worker_state(worker: dict[str, Any]) -> Text:
+    if worker["lost"]:
+        return Text("lost", style="red")
+    if worker["draining"]:
+        return Text("draining", style="yellow")
+    return Text("ok", style="green")
+
+
+def workers_table(workers: Sequence[dict[str, Any]]) -> Table:
+    rows = [
+        [
+            cell(worker["id"]),
+            cell(worker["address"]),
+            worker_state(worker),
+            cell(f"{worker['busy']}/{worker['slots']}"),
+            cell(f"{worker['heartbeat_age_seconds']:.1f}s"),
+            when(worker["registered_at"]),
+        ]
+        for worker in workers
+    ]
+    return table(("ID", "ADDRESS", "STATE", "BUSY", "HEARTBEAT AGO", "REGISTERED"), rows)
+
+
+def worker_detail(worker: dict[str, Any]) -> RenderableType:
+    summary = fields(
+        [
+            ("worker", cell(worker["id"])),
+            ("address", cell(worker["address"])),
+            ("state", worker_state(worker)),
+            ("busy", cell(f"{worker['busy']} of {worker['slots']} slots")),
+            ("heartbeat", cell(f"{worker['heartbeat_age_seconds']:.1f}s ago")),
+            ("registered", when(worker["registered_at"])),
+        ]
+    )
+    rows = [
+        [
+            cell(held["task_id"]),
+            cell(held["attempt"]),
+            status_text(held["status"]),
+            when(held["started_at"]),
+            short(held["command"]),
+        ]
+        for held in worker["attempts"]
+    ]
+    if not rows:
+        return summary
+    return Group(summary, Text(), table(("TASK", "ATTEMPT", "STATUS", "STARTED", "COMMAND"), rows))
+
+
+def seconds(value: float | None) -> str | None:
+    return None if value is None else f"{value:.3f}s"
+
+
+def stats_summary(stats: dict[str, Any]) -> RenderableType:
+    tasks, fleet, ticks = stats["tasks"], stats["fleet"], stats["ticks"]
+    delay = stats["start_delay"]
+    finished = table(
+        ("LAST", "SUCCEEDED", "FAILED", "CANCELLED"),
+        [
+            [
+                cell(f"{w['minutes']} min"),
+                cell(w["succeeded"]),
+                cell(w["failed"]),
+                cell(w["cancelled"]),
+            ]
+            for w in stats["finished"]
+        ],
+    )
+    outcomes = ", ".join(f"{k} {v}" for k, v in ticks.items() if k != "minutes" and v)
+    summary = fields(
+        [
+            ("backlog", cell(f"{tasks['queued_due']} due now, {tasks['queued_later']} later")),
+            ("oldest due", cell(seconds(stats["oldest_due_age_seconds"]))),
+            ("running", cell(f"{tasks['running']} running, {tasks['dispatched']} dispatched")),
+            (
+                "workers",
+                cell(f"{fleet['workers']} ({fleet['lost']} lost, {fleet['draining']} draining)"),
+            ),
+            ("slots busy", cell(f"{fleet['busy']} of {fleet['slots']}")),
+            (
+                f"start delay ({delay['minutes']} min)",
+                cell(
+                    f"p50 {seconds(delay['p50'])}  p95 {seconds(delay['p95'])}  "
+                    f"p99 {seconds(delay['p99'])}  ({delay['samples']} tasks)"
+                    if delay["samples"]
+                    else None
+                ),
+            ),
+            (f"cron ticks ({ticks['minutes']} min)", cell(outcomes or "none")),
+        ]
+    )
+    return Group(summary, Text(), finished)
+
+
+def event_line(event: dict[str, Any]) -> Text:
+    """One event: time, kind, what it is about and what changed."""
+    data = event["data"]
+    about = event["task_id"] or event["worker_id"] or event["schedule_id"] or ""
+    change = data.get("status") or data.get("outcome") or ""
+    details = " ".join(
+        f"{k}={v}"
+        for k, v in data.items()
+        if k not in ("status", "outcome", "command") and v is not None
+    )
+    return Text.assemble(
+        when(event["at"]),
+        " ",
+        (event["kind"].ljust(7), "bold"),
+        " ",
+        str(about),
+        " ",
+        status_text(change),
+        " ",
+        (details, "dim"),
+    )
+
+
 def console_for(stderr: bool = False) -> Console:
     # Markup is off everywhere: what is printed comes from the API (commands, names, details).
     return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=False)
