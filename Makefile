@@ -55,8 +55,8 @@ bench: proto
 # default secrets and refuses to start without these.
 secrets:
 	@if [ -e .env ]; then echo ".env exists; leaving it alone"; else \
-	  umask 077 && $(PYTHON) -c 'import secrets; [print(f"{n}={secrets.token_hex(32)}") for n in ("POSTGRES_PASSWORD", "SKIPLOCK_CLUSTER_TOKEN", "SKIPLOCK_API_TOKEN")]' > .env \
-	  && echo "wrote .env: POSTGRES_PASSWORD, SKIPLOCK_CLUSTER_TOKEN, SKIPLOCK_API_TOKEN"; fi
+	  umask 077 && $(PYTHON) -c 'import secrets; [print(f"{n}={secrets.token_hex(32)}") for n in ("POSTGRES_PASSWORD", "SKIPLOCK_CLUSTER_TOKEN", "SKIPLOCK_API_TOKEN", "SKIPLOCK_API_READ_TOKEN", "GRAFANA_ADMIN_PASSWORD")]' > .env \
+	  && echo "wrote .env: POSTGRES_PASSWORD, SKIPLOCK_CLUSTER_TOKEN, SKIPLOCK_API_TOKEN, SKIPLOCK_API_READ_TOKEN, GRAFANA_ADMIN_PASSWORD"; fi
 
 # A development CA and certificates for coordinator, scheduler and worker-1 … worker-N in certs/.
 certs: $(VENV)/.installed

@@ -22,11 +22,17 @@ class Ready:
     pid: int
 
 
-def write_ready_file(path: Path | None, host: str, port: int) -> None:
-    """Announce the bound address; nothing to do without a path."""
+def write_ready_file(
+    path: Path | None, host: str, port: int, metrics_port: int | None = None
+) -> None:
+    """Announce the bound address (and the metrics port, when serving metrics); nothing to do
+    without a path."""
     if path is None:
         return
-    body = json.dumps({"host": host, "port": port, "pid": os.getpid()})
+    announced: dict[str, object] = {"host": host, "port": port, "pid": os.getpid()}
+    if metrics_port is not None:
+        announced["metrics_port"] = metrics_port
+    body = json.dumps(announced)
     aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     aside.write_text(body + "\n")
     os.replace(aside, path)

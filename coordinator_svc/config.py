@@ -21,6 +21,7 @@ from common.config import (
 )
 from common.grpc_security import GrpcSecurity
 from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
+from common.metrics import add_metrics_flag, metrics_port
 
 LOST_AFTER_HEARTBEATS = 3
 
@@ -41,6 +42,8 @@ class CoordinatorConfig:
     pool_max_size: int = 10
     ready_file: Path | None = None
     log: LogSettings = DEFAULT_LOGS
+    # Prometheus metrics over HTTP on this port (0: any free one); None: off
+    metrics_port: int | None = None
 
     @property
     def lost_after(self) -> float:
@@ -73,6 +76,7 @@ def load(
     )
     add_ready_file_flag(parser)
     add_log_flags(parser, env)
+    add_metrics_flag(parser, env)
     add_tls_flags(parser, env, ca=True)
     args = parser.parse_args(argv)
     log = log_settings(args)
@@ -98,4 +102,5 @@ def load(
         pool_max_size=args.pool_size,
         ready_file=args.ready_file,
         log=log,
+        metrics_port=metrics_port(args.metrics_port),
     )

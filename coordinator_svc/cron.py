@@ -24,7 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.cronspec import CronError, CronSpec, iter_fire_times, parse
 from common.loops import wait_any
+from common.metrics import DATABASE_ERRORS
 from coordinator_svc.config import CoordinatorConfig
+from coordinator_svc.metrics import TICK_LAG, TICKS
 from coordinator_svc.wakeups import Wakeups
 from store import schedules, tasks
 from store.db import DB_ERRORS, in_transaction
@@ -49,6 +51,7 @@ class PassResult:
     planned: int = 0  # ticks this pass decided (each tick is decided by exactly one pass)
     outcomes: Counter[str] = field(default_factory=Counter)
     full: bool = False  # a whole batch was claimed: more may be due right now
+    lags: list[float] = field(default_factory=list)  # seconds from each tick's fire time
 
     @property
     def topics(self) -> list[Topic]:
@@ -114,6 +117,7 @@ async def fire_due(
             ticks = [Tick(fire, schedule.now, uuid4()) for fire in fires[schedule.id]]
             ticks_decided, cancelled = decide_ticks(schedule, unfinished[schedule.id], ticks)
             decided += [(schedule.id, tick) for tick in ticks_decided]
+            result.lags += [(schedule.now - t.fire_time).total_seconds() for t in ticks_decided]
             to_cancel += cancelled
     result.planned = len(decided)
     await tasks.cancel_tasks(conn, to_cancel)
@@ -144,14 +148,23 @@ async def cron_loop(
         wakeups.cron.clear()
         try:
             result = await in_transaction(pool, fire_due)
+            observe_pass(result)
             for topic in result.topics:
                 wakeups.on(topic)
             delay = 0.0 if result.full else await next_fire_delay(pool, config.poll_interval)
         except DB_ERRORS as exc:
+            DATABASE_ERRORS.labels("cron").inc()
             log.warning("firing schedules failed (%s); retrying", exc)
             delay = config.poll_interval
         if delay > 0:
             await wait_any([stop, wakeups.cron], delay)
+
+
+def observe_pass(result: PassResult) -> None:
+    for outcome, n in result.outcomes.items():
+        TICKS.labels(outcome).inc(n)
+    for lag in result.lags:
+        TICK_LAG.observe(max(lag, 0.0))
 
 
 async def next_fire_delay(pool: AsyncConnectionPool, cap: float) -> float:

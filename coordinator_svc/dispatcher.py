@@ -11,9 +11,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import Pacer, wait_any
+from common.metrics import DATABASE_ERRORS
 from coordinator_svc import transitions
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.endings import record_endings
+from coordinator_svc.metrics import CLAIMED, CLAIMS, HANDOVERS
 from coordinator_svc.wakeups import Wakeups
 from coordinator_svc.worker_stubs import WorkerStubs
 from proto import skiplock_pb2 as pb
@@ -24,6 +26,12 @@ from store.models import AttemptEnd, Claim, ClaimedAttempt
 from store.vocabulary import AttemptStatus, EndReason
 
 log = logging.getLogger(__name__)
+
+# How a hand-over that did not take counts in skiplock_handovers_total.
+HANDOVER_RESULTS = {
+    EndReason.WORKER_UNREACHABLE: "unreachable",
+    EndReason.WORKER_REFUSED: "refused",
+}
 
 # At most one claim per this many seconds: under load each claim fills every slot freed since
 # the last one, in one statement and one call per worker.
@@ -68,6 +76,7 @@ class Dispatcher:
             try:
                 delay = await self.dispatch_once()
             except DB_ERRORS as exc:
+                DATABASE_ERRORS.labels("dispatch").inc()
                 log.warning("dispatch failed (%s); retrying", exc)
                 delay = self.config.poll_interval
             if delay > 0:
@@ -82,6 +91,8 @@ class Dispatcher:
 
         # One statement, so no transaction around it: one round trip per batch.
         claim_ = await in_transaction(self.pool, claim, atomic=False)
+        CLAIMS.inc()
+        CLAIMED.inc(len(claim_.attempts))
         self.rotation += 1
         for attempts in by_worker(claim_.attempts):
             task = asyncio.create_task(self.hand_over(attempts))
@@ -110,12 +121,15 @@ class Dispatcher:
         except grpc.aio.AioRpcError as exc:
             detail = f"{exc.code().name}: {exc.details()}"
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                log.warning("no answer from %s for %d attempt(s): %s", worker_id, len(attempts),
-                            detail)
+                HANDOVERS.labels("no_answer").inc(len(attempts))
+                log.warning(
+                    "no answer from %s for %d attempt(s): %s", worker_id, len(attempts), detail
+                )
                 return
             refused = [(a, EndReason.WORKER_UNREACHABLE, detail) for a in attempts]
         else:
             if len(response.results) != len(attempts):
+                HANDOVERS.labels("protocol_error").inc(len(attempts))
                 log.error(
                     "protocol error: %s answered %d result(s) for %d attempt(s); leaving them "
                     "to reconciliation",
@@ -133,6 +147,8 @@ class Dispatcher:
         transitions.handed_over(a for a in attempts if (a.task_id, a.attempt) not in taken)
         if not refused:
             return
+        for _, reason, _ in refused:
+            HANDOVERS.labels(HANDOVER_RESULTS[reason]).inc()
         log.info("%d attempt(s) not taken by %s: %s", len(refused), worker_id, refused[0][2])
         ends = [
             AttemptEnd(

@@ -7,6 +7,7 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import Backoff
+from common.metrics import DATABASE_ERRORS
 from coordinator_svc import transitions
 from store import dispatch
 from store.db import DB_ERRORS, in_transaction
@@ -26,5 +27,6 @@ async def record_endings(pool: AsyncConnectionPool, ends: list[AttemptEnd]) -> N
             transitions.ended(ended.values())
             return
         except DB_ERRORS as exc:
+            DATABASE_ERRORS.labels("record_endings").inc()
             log.warning("could not record attempt end (%s); retrying", exc)
             await backoff.wait()

@@ -10,8 +10,10 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import sleep_or_stop
+from common.metrics import DATABASE_ERRORS
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.endings import record_endings
+from coordinator_svc.metrics import WORKERS_LOST
 from coordinator_svc.wakeups import Wakeups
 from store import dispatch
 from store.db import DB_ERRORS, in_transaction
@@ -38,6 +40,7 @@ async def reap_once(
         if hearing is None or hearing.contact(asyncio.get_running_loop().time()):
             lost = await dispatch.declare_lost_workers(conn, config.lost_after)
             if lost:
+                WORKERS_LOST.inc(len(lost))
                 log.warning("declared lost (no heartbeat for %.0fs): %s", config.lost_after, lost)
         return await dispatch.open_attempts_of_lost_workers(conn, 500)
 
@@ -92,5 +95,6 @@ async def reaper_loop(
         try:
             await reap_once(pool, config, wakeups, hearing)
         except DB_ERRORS as exc:
+            DATABASE_ERRORS.labels("reap").inc()
             log.warning("lost-worker scan failed (%s); retrying", exc)
         await sleep_or_stop(stop, REAP_INTERVAL)

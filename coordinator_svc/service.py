@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common import grpc_security
 from common.loops import supervise
+from common.metrics import DATABASE_ERRORS, serve_metrics
 from common.ready import write_ready_file
 from coordinator_svc import transitions
 from coordinator_svc.config import CoordinatorConfig
@@ -51,6 +52,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         try:
             outcome = await in_transaction(self.pool, work)
         except DB_ERRORS as exc:
+            DATABASE_ERRORS.labels("heartbeat").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         transitions.ended(outcome.recovered)
         if request.free_slots > 0 or outcome.recovered:
@@ -78,6 +80,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 self.pool, lambda conn: record_reports(conn, reports, deltas), atomic=False
             )
         except DB_ERRORS as exc:
+            DATABASE_ERRORS.labels("report").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         transitions.started(outcome.started)
         transitions.ended(outcome.ended)
@@ -106,7 +109,11 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     port = grpc_security.add_port(server, config.listen.grpc_target(), config.security)
     await server.start()
     await health.serving()
-    write_ready_file(config.ready_file, config.listen.bind_host, port)
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics_port = serve_metrics(config.listen.bind_host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.listen.bind_host, metrics_port)
+    write_ready_file(config.ready_file, config.listen.bind_host, port, metrics_port)
     log.info("coordinator serving on %s", replace(config.listen, port=port).grpc_target())
     try:
         await supervise(

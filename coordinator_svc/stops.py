@@ -9,6 +9,7 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 
 from common.loops import wait_any
+from common.metrics import DATABASE_ERRORS
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.wakeups import Wakeups
 from coordinator_svc.worker_stubs import WorkerStubs
@@ -40,6 +41,7 @@ async def stop_loop(
                 pool, lambda conn: dispatch.take_pending_stops(conn, RESEND_AFTER, BATCH)
             )
         except DB_ERRORS as exc:
+            DATABASE_ERRORS.labels("stops").inc()
             log.warning("could not read pending cancellations (%s)", exc)
             requests = []
         await asyncio.gather(*(send_stop(config, stubs, r) for r in requests))

@@ -1,5 +1,5 @@
 """What the coordinator tells operators when an attempt moves: one INFO line per transition,
-with the task, attempt, worker and schedule as fields."""
+with the task, attempt, worker and schedule as fields, and the metrics that count them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from common.logs import get_logger
+from coordinator_svc.metrics import ATTEMPTS_ENDED, HANDOVERS, RUN_DURATION, START_DELAY
 from store.models import ClaimedAttempt, EndedAttempt, StartedAttempt
 
 log = get_logger("skiplock.tasks")
@@ -18,6 +19,7 @@ def ids(task_id: UUID, schedule_id: UUID | None) -> dict[str, str | None]:
 
 def handed_over(attempts: Iterable[ClaimedAttempt]) -> None:
     for a in attempts:
+        HANDOVERS.labels("accepted").inc()
         log.info(
             "task dispatched",
             **ids(a.task_id, a.schedule_id),
@@ -29,6 +31,7 @@ def handed_over(attempts: Iterable[ClaimedAttempt]) -> None:
 def started(attempts: Iterable[StartedAttempt]) -> None:
     for a in attempts:
         if a.first:
+            START_DELAY.observe(a.start_delay)
             log.info(
                 "task started",
                 **ids(a.task_id, a.schedule_id),
@@ -44,6 +47,9 @@ def ended(attempts: Iterable[EndedAttempt]) -> None:
         if start is not None:
             started([start])
         duration = a.duration
+        ATTEMPTS_ENDED.labels(a.status, a.reason or "none").inc()
+        if duration is not None:
+            RUN_DURATION.observe(duration)
         log.info(
             "task ended",
             **ids(a.task_id, a.schedule_id),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from common.loops import Backoff
+from common.metrics import DATABASE_ERRORS
 from store.wakeups import Topic, listen_wakeup
 
 log = logging.getLogger(__name__)
@@ -58,5 +59,6 @@ async def listen_loop(database_url: str, wakeups: Wakeups, stop: asyncio.Event) 
                     async for notification in conn.notifies(timeout=1.0):
                         wakeups.on(notification.payload)
         except psycopg.Error as exc:
+            DATABASE_ERRORS.labels("listen").inc()
             log.warning("wake-up listener lost its connection (%s); reconnecting", exc)
             await backoff.wait(stop)

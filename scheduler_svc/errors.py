@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -15,7 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger(__name__)
+from common.logs import get_logger
+from common.metrics import DATABASE_ERRORS
+
+log = get_logger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -57,7 +59,8 @@ def allowed_methods(request: Request) -> str:
 
 
 async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", exc)
+    DATABASE_ERRORS.labels("request").inc()
+    log.warning("database unavailable: %s", exc, path=request.url.path)
     return JSONResponse(error_body("database unavailable, try again shortly"), status_code=503)
 
 

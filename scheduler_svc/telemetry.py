@@ -1,8 +1,10 @@
-"""What the scheduler tells operators about the tasks it accepts: one INFO line per task."""
+"""What the scheduler tells operators about the tasks it accepts: one INFO line per task, and
+skiplock_tasks_submitted_total."""
 
 from __future__ import annotations
 
 from common.logs import get_logger
+from scheduler_svc.metrics import SUBMITTED
 from store.models import TaskRow
 
 log = get_logger("skiplock.tasks")
@@ -10,6 +12,7 @@ log = get_logger("skiplock.tasks")
 
 def accepted(task: TaskRow) -> None:
     """A task was written: call once per new task, whichever route made it."""
+    SUBMITTED.inc()
     log.info(
         "task accepted",
         task_id=str(task.id),

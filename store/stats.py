@@ -128,3 +128,38 @@ async def history(conn: Conn, minutes: int) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(HISTORY, {"minutes": minutes})
     return await cur.fetchall()
+
+
+# What each /metrics scrape reports, cheap enough to run every few seconds: the queue (read
+# through the queued-tasks index), open attempts and the fleet.
+GAUGES = """
+WITH queue AS (
+    SELECT count(*) AS queued,
+           count(*) FILTER (WHERE run_at <= now()) AS due,
+           coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)
+               ::float8 AS oldest_due_age
+    FROM tasks WHERE status = 'queued'
+), open_attempts AS (
+    SELECT count(*) FILTER (WHERE status = 'dispatched') AS dispatched,
+           count(*) FILTER (WHERE status = 'running') AS running
+    FROM attempts WHERE ended_at IS NULL
+), fleet AS (
+    SELECT count(*) FILTER (WHERE lost_at IS NULL) AS live,
+           count(*) FILTER (WHERE lost_at IS NOT NULL) AS lost,
+           count(*) FILTER (WHERE lost_at IS NULL AND draining) AS draining,
+           coalesce(sum(slots) FILTER (WHERE lost_at IS NULL), 0) AS slots,
+           coalesce(sum(open_attempts) FILTER (WHERE lost_at IS NULL), 0) AS busy
+    FROM workers
+)
+SELECT * FROM queue, open_attempts, fleet
+"""
+
+
+async def gauges(conn: Conn) -> dict[str, Any]:
+    """One row of GAUGES: queued, due, oldest_due_age (seconds, 0 when none is due),
+    dispatched, running, live, lost, draining, slots and busy."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(GAUGES)
+    row = await cur.fetchone()
+    assert row is not None  # aggregates without GROUP BY always give one row
+    return row

@@ -40,6 +40,8 @@ SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret",
     "SKIPLOCK_CLUSTER_TOKEN": "cluster-secret",
     "SKIPLOCK_API_TOKEN": "api-secret-0123456789",
+    "SKIPLOCK_API_READ_TOKEN": "api-read-secret-0123456789",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 EXPECTED_COMMANDS = {
     "scheduler": ["skiplock-scheduler", "--host", "0.0.0.0"],
@@ -191,7 +193,8 @@ def test_works_with_the_secrets_make_secrets_writes() -> None:
 
 
 def test_four_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"postgres", *APP_SERVICES}
+    # Prometheus and Grafana only start with --profile observability (tests/test_observability.py)
+    assert {n for n, s in services.items() if not s.get("profiles")} == {"postgres", *APP_SERVICES}
 
 
 def test_postgres(services: dict[str, dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ from common.config import (
 from common.grpc_security import GrpcSecurity
 from common.limits import is_wildcard_host
 from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
+from common.metrics import add_metrics_flag, metrics_port
 from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
 from worker_svc.environment import base_environment, parse_pass_env
 
@@ -42,6 +43,8 @@ class WorkerConfig:
     security: GrpcSecurity
     ready_file: Path | None = None
     log: LogSettings = DEFAULT_LOGS
+    # Prometheus metrics over HTTP on this port (0: any free one); None: off
+    metrics_port: int | None = None
     # SIGTERM first; SIGKILL when the group outlives this grace
     kill_grace: float = 5.0
     # bytes of each attempt's output kept in the database at each end; 0 keeps none
@@ -167,6 +170,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     )
     add_ready_file_flag(parser)
     add_log_flags(parser, env)
+    add_metrics_flag(parser, env)
     add_tls_flags(parser, env, ca=True)
     args = parser.parse_args(argv)
     log = log_settings(args)
@@ -202,6 +206,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         security=security,
         ready_file=args.ready_file,
         log=log,
+        metrics_port=metrics_port(args.metrics_port),
         kill_grace=args.kill_grace,
         output_cap_bytes=args.output_cap_bytes,
         command_env=base_environment(env, parse_pass_env(args.pass_env)),

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from common import grpc_security
 from common.loops import supervise, wait_any
+from common.metrics import serve_metrics
 from common.ready import write_ready_file
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from proto.timestamps import to_timestamp
+from worker_svc import metrics
 from worker_svc.config import WorkerConfig
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
 from worker_svc.environment import command_environment
@@ -68,6 +70,7 @@ class Worker:
     async def _run(self, execution: Execution) -> None:
         try:
             outcome = await self.runner.run(execution, lambda: self.started(execution))
+            metrics.finished(outcome.state)
             self.report(execution, outcome.state, outcome)
         finally:
             execution.finished.set()
@@ -142,6 +145,7 @@ class Worker:
             # that fails over past a frozen coordinator still lands in time.
             response = await self.client.heartbeat(request, timeout=2 * self.heartbeat_interval)
         except NoCoordinatorReachable as exc:
+            metrics.HEARTBEAT_FAILURES.inc()
             log.warning("heartbeat not delivered: %s", exc)
             return
         if response.heartbeat_interval_ms > 0:
@@ -198,7 +202,12 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     health = grpc_security.Health(server)
     await server.start()
     await health.serving()
-    write_ready_file(config.ready_file, config.listen.bind_host, config.listen.port)
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics.watch_slots(config.slots, worker.free_slots)
+        metrics_port = serve_metrics(config.listen.bind_host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.listen.bind_host, metrics_port)
+    write_ready_file(config.ready_file, config.listen.bind_host, config.listen.port, metrics_port)
     log.info(
         "worker %s serving on %s, advertising %s, %d slots",
         config.worker_id,

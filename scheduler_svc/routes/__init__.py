@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from scheduler_svc import auth
-from scheduler_svc.routes import dashboard, health, output, schedules, stats, tasks, workers
+from scheduler_svc.routes import (
+    dashboard,
+    health,
+    metrics,
+    output,
+    schedules,
+    stats,
+    tasks,
+    workers,
+)
 
 ROUTERS = (
     tasks.router,
@@ -11,6 +20,7 @@ ROUTERS = (
     schedules.router,
     workers.router,
     stats.router,
+    metrics.router,
     health.router,
     dashboard.router,
     auth.router,
