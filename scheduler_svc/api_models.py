@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -92,6 +93,36 @@ class ScheduleRequest(BaseModel):
         if self.delay_seconds is not None and self.scheduled_at is not None:
             raise ValueError("give either delay_seconds or scheduled_at, not both")
         return self
+
+
+IDEMPOTENCY_KEY_MAX = 255
+MAX_BATCH_TASKS = 10_000
+IdempotencyKey = Annotated[
+    str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=r"^[\x20-\x7e]+$")
+]
+
+
+class BatchTask(ScheduleRequest):
+    """One task of POST /tasks/batch: every field of POST /schedule, and the idempotency key
+    the Idempotency-Key header gives a single task."""
+
+    idempotency_key: IdempotencyKey | None = None
+
+
+class BatchRequest(BaseModel):
+    """POST /tasks/batch: tasks written all together, or (on any problem) none of them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tasks: Annotated[list[BatchTask], Field(min_length=1, max_length=MAX_BATCH_TASKS)]
+
+
+class BatchAnswer(BaseModel):
+    """The id of every task of the batch, in the order given, and how many are new (the others
+    are tasks that earlier requests made under the same idempotency keys)."""
+
+    task_ids: list[UUID]
+    created: int
 
 
 def task_status_view(task: TaskRow) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scheduler_svc import auth, openapi
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.errors import (
+    BODY_LIMITS,
     MAX_BODY_BYTES,
     BodySizeLimit,
     json_bodies_only,
@@ -59,7 +60,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
     app.add_exception_handler(PoolTimeout, on_database_unavailable)
-    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, larger=BODY_LIMITS)
     # Outermost: nothing reads a request before its token is checked.
     app.add_middleware(auth.ApiTokenGuard, book=auth.TokenBook(config.api_tokens))
     fastapi_openapi = app.openapi

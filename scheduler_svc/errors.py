@@ -20,6 +20,9 @@ from common.metrics import DATABASE_ERRORS
 log = get_logger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+# POST /tasks/batch carries up to 10,000 tasks: room for 10,000 commands of 1.6 KB each.
+MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024
+BODY_LIMITS = {"/tasks/batch": MAX_BATCH_BODY_BYTES}
 
 
 def error_body(detail: Any) -> dict[str, Any]:
@@ -75,19 +78,22 @@ async def json_bodies_only(request: Request) -> None:
 
 
 class BodySizeLimit:
-    """Answer 413 to request bodies over the limit instead of reading them into memory."""
+    """Answer 413 to request bodies over the limit instead of reading them into memory; paths
+    in `larger` have their own limit."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self.reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self.reject(send, limit)
             return
         received = 0
 
@@ -95,14 +101,14 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise HTTPException(413, f"request body larger than {self.limit} bytes")
+            if received > limit:
+                raise HTTPException(413, f"request body larger than {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def reject(self, send: Send) -> None:
-        body = json.dumps(error_body(f"request body larger than {self.limit} bytes")).encode()
+    async def reject(self, send: Send, limit: int) -> None:
+        body = json.dumps(error_body(f"request body larger than {limit} bytes")).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -67,7 +67,7 @@ EDGE_ERRORS: dict[str, tuple[str, Applies]] = {
     "400": ("Request body that cannot be parsed at all", _has_body),
     "404": ("No such resource", _names_a_resource),
     "409": ("Conflicts with the resource's current state", _writes),
-    "413": ("Request body larger than 1 MiB", _has_body),
+    "413": ("Request body too large: 1 MiB, 16 MiB for POST /tasks/batch", _has_body),
     "415": ("Request body not declared as JSON", _has_body),
     "422": ("The request is malformed: detail says where and why", _always),
     "431": ("Request line and headers over the size or count limit", _always),

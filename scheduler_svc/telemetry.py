@@ -21,3 +21,8 @@ def accepted(task: TaskRow) -> None:
         worker_id=None,
         run_at=task.run_at.isoformat(),
     )
+
+
+def accepted_batch(size: int, created: int) -> None:
+    """A batch was written: one line for the batch (up to 10,000 tasks), not one per task."""
+    log.info("task batch accepted", tasks=size, created=created)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 from uuid import UUID
 
-from store.db import Conn, fetch_all, fetch_one
+from store.db import Conn, fetch_all, fetch_one, unnest_arrays
 from store.models import AttemptRow, NewTask, PageKey, TaskFilter, TaskRow
 from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
 from store.wakeups import WAKEUP_CHANNEL, Topic
@@ -49,47 +50,83 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
     )
 
 
-# Insert tasks without idempotency keys (parallel arrays, one element per task) and wake the
-# coordinators' dispatchers, all in one statement: the scheduler's group commit.
-INSERT_TASKS = f"""
-WITH new AS (
+# The INSERT behind every multi-row submit, from parallel arrays (one element per task): the
+# scheduler's group commit and POST /tasks/batch. A task whose idempotency key is taken is left
+# out (its caller looks the key up).
+_INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                       timeout_seconds)
+                       timeout_seconds, idempotency_key, request_hash)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
-           n.timeout_seconds
+           n.timeout_seconds, n.idempotency_key, n.request_hash
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
-                %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[])
+                %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
+                %(idempotency_keys)s::text[], %(request_hashes)s::text[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
-               timeout_seconds)
+               timeout_seconds, idempotency_key, request_hash)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
     ) AS s (at)
-    RETURNING *
-), woke AS (
-    SELECT pg_notify('{WAKEUP_CHANNEL}', '{Topic.TASKS}')
-)
+    ON CONFLICT (idempotency_key) DO NOTHING
+"""
+_WAKE = f"SELECT pg_notify('{WAKEUP_CHANNEL}', '{Topic.TASKS}')"
+
+
+def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
+    """The parameters of _INSERT_FROM_ARRAYS."""
+    tasks = [t for _, t in new]
+    return {
+        "ids": [task_id for task_id, _ in new],
+        **unnest_arrays(
+            tasks,
+            commands="command",
+            scheduled_at="scheduled_at",
+            delay_seconds="delay_seconds",
+            max_retries="max_retries",
+            retry_backoff_seconds="retry_backoff_seconds",
+            timeout_seconds="timeout_seconds",
+            idempotency_keys="idempotency_key",
+            request_hashes="request_hash",
+        ),
+    }
+
+
+# Insert tasks and wake the coordinators' dispatchers in one statement: the group commit.
+INSERT_TASKS = f"""
+WITH new AS ({_INSERT_FROM_ARRAYS} RETURNING *), woke AS ({_WAKE})
 SELECT new.* FROM new, woke
 """
 
 
 async def insert_tasks(conn: Conn, new: Sequence[tuple[UUID, NewTask]]) -> list[TaskRow]:
-    """Insert tasks that carry no idempotency key; rows come back in no particular order."""
-    return await fetch_all(
-        conn,
-        TaskRow,
-        INSERT_TASKS,
-        {
-            "ids": [task_id for task_id, _ in new],
-            "commands": [t.command for _, t in new],
-            "scheduled_at": [t.scheduled_at for _, t in new],
-            "delay_seconds": [t.delay_seconds for _, t in new],
-            "max_retries": [t.max_retries for _, t in new],
-            "retry_backoff_seconds": [t.retry_backoff_seconds for _, t in new],
-            "timeout_seconds": [t.timeout_seconds for _, t in new],
-        },
-    )
+    """Insert tasks; rows come back in no particular order, none for a key already taken."""
+    return await fetch_all(conn, TaskRow, INSERT_TASKS, _arrays(new))
+
+
+# The same for a batch, answering only the ids of the tasks it created (a batch answers ids).
+INSERT_TASK_BATCH = f"""
+WITH new AS ({_INSERT_FROM_ARRAYS} RETURNING id), woke AS ({_WAKE})
+SELECT new.id FROM new, woke
+"""
+
+
+async def insert_task_batch(conn: Conn, new: Sequence[tuple[UUID, NewTask]]) -> set[UUID]:
+    """Insert a batch of tasks; the ids of those created (not those whose key was taken)."""
+    cur = await conn.execute(INSERT_TASK_BATCH, _arrays(new))
+    return {row[0] for row in await cur.fetchall()}
+
+
+# The tasks created earlier under these idempotency keys, with the fingerprint of their request.
+SELECT_TASKS_BY_IDEMPOTENCY_KEY = """
+SELECT idempotency_key, id, request_hash FROM tasks WHERE idempotency_key = ANY(%(keys)s::text[])
+"""
+
+
+async def get_keyed_tasks(conn: Conn, keys: Sequence[str]) -> dict[str, tuple[UUID, str]]:
+    """Idempotency key -> (task id, request fingerprint), for the keys that name a task."""
+    cur = await conn.execute(SELECT_TASKS_BY_IDEMPOTENCY_KEY, {"keys": list(keys)})
+    return {key: (task_id, digest) for key, task_id, digest in await cur.fetchall()}
 
 
 # One task by id.

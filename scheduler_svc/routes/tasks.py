@@ -16,6 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from scheduler_svc import telemetry
 from scheduler_svc.api_models import (
+    IDEMPOTENCY_KEY_MAX,
+    BatchAnswer,
+    BatchRequest,
+    BatchTask,
     QueryTime,
     ScheduleRequest,
     TaskDetailView,
@@ -33,7 +37,6 @@ from store.vocabulary import TaskStatus
 from store.wakeups import Topic, notify_wakeup
 
 MAX_PAGE = 500
-IDEMPOTENCY_KEY_MAX = 255
 
 router = APIRouter()
 
@@ -43,7 +46,9 @@ def parse_task_id(raw: str) -> uuid.UUID:
 
 
 def request_fingerprint(body: ScheduleRequest) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """The task a body describes, as a digest: the same for POST /schedule and a batch item."""
+    fields = body.model_dump(mode="json", exclude={"idempotency_key"})
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -53,6 +58,20 @@ def check_idempotency_key(key: str | None) -> str | None:
     if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable() or not key.isascii():
         raise HTTPException(422, "Idempotency-Key must be 1-255 printable ASCII characters")
     return key
+
+
+def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
+    """The task a request body describes (with its fingerprint when it has a key)."""
+    return NewTask(
+        command=body.command,
+        scheduled_at=body.scheduled_at,
+        delay_seconds=body.delay_seconds,
+        max_retries=body.max_retries,
+        retry_backoff_seconds=body.retry_backoff_seconds,
+        timeout_seconds=body.timeout_seconds,
+        idempotency_key=key,
+        request_hash=request_fingerprint(body) if key else None,
+    )
 
 
 @router.post(
@@ -74,17 +93,7 @@ async def schedule_task(
 ) -> JSONResponse:
     """Queue a command to run once, now, after a delay, or at a given instant."""
     key = check_idempotency_key(idempotency_key)
-    fingerprint = request_fingerprint(body) if key else None
-    new = NewTask(
-        command=body.command,
-        scheduled_at=body.scheduled_at,
-        delay_seconds=body.delay_seconds,
-        max_retries=body.max_retries,
-        retry_backoff_seconds=body.retry_backoff_seconds,
-        timeout_seconds=body.timeout_seconds,
-        idempotency_key=key,
-        request_hash=fingerprint,
-    )
+    new = new_task(body, key)
 
     if key is None:
         created_task = await inserter.insert(new)
@@ -101,11 +110,83 @@ async def schedule_task(
     task, created = await in_transaction(pool, insert)
     if task is None:  # the key's task was deleted between the two statements
         raise HTTPException(409, "Idempotency-Key conflict, retry the request")
-    if not created and task.request_hash != fingerprint:
+    if not created and task.request_hash != new.request_hash:
         raise HTTPException(409, "Idempotency-Key was already used with a different request body")
     if created:
         telemetry.accepted(task)
     return JSONResponse(task_status_view(task), status_code=201 if created else 200)
+
+
+@router.post(
+    "/tasks/batch",
+    status_code=201,
+    responses={
+        201: {"model": BatchAnswer, "description": "Every task written (some may be replays)"},
+        200: {"model": BatchAnswer, "description": "Every task was made by an earlier request"},
+    },
+)
+async def submit_batch(body: BatchRequest, pool: Pool) -> JSONResponse:
+    """Queue up to 10,000 tasks in one transaction: all of them, or (with any problem) none.
+    Ids come back in the order given; an item's idempotency_key works like the Idempotency-Key
+    header of POST /schedule, so a replayed batch answers the same ids."""
+    items = body.tasks
+    repeated = repeated_keys(items)
+    if repeated:
+        raise HTTPException(422, repeated)
+    new = [(uuid.uuid4(), new_task(item, item.idempotency_key)) for item in items]
+
+    async def insert(conn: psycopg.AsyncConnection[Any]) -> int:
+        created = await tasks.insert_task_batch(conn, new)
+        replays = [i for i, (tid, t) in enumerate(new) if t.idempotency_key and tid not in created]
+        if replays:
+            await resolve_replays(conn, new, replays)
+        return len(created)
+
+    created = await in_transaction(pool, insert)
+    if created:
+        telemetry.accepted_batch(len(new), created)
+    answer = {"task_ids": [str(tid) for tid, _ in new], "created": created}
+    return JSONResponse(answer, status_code=201 if created else 200)
+
+
+def repeated_keys(items: list[BatchTask]) -> list[dict[str, Any]]:
+    """A validation issue for each item whose idempotency key an earlier item already has."""
+    first: dict[str, int] = {}
+    issues = []
+    for index, item in enumerate(items):
+        key = item.idempotency_key
+        if key is None:
+            continue
+        if key in first:
+            issues.append({
+                "loc": ["body", "tasks", index, "idempotency_key"],
+                "msg": f"repeats the idempotency_key of task {first[key]}",
+                "type": "value_error",
+            })  # fmt: skip
+        else:
+            first[key] = index
+    return issues
+
+
+async def resolve_replays(
+    conn: psycopg.AsyncConnection[Any], new: list[tuple[uuid.UUID, NewTask]], replays: list[int]
+) -> None:
+    """Put the earlier task's id in place of each replayed item (in `new`), or refuse the whole
+    batch (409, rolled back) when a key was used for a different task."""
+    keys = [str(new[i][1].idempotency_key) for i in replays]
+    earlier = await tasks.get_keyed_tasks(conn, keys)
+    gone = [i for i, key in zip(replays, keys, strict=True) if key not in earlier]
+    if gone:  # deleted between the two statements
+        raise HTTPException(409, f"idempotency_key conflict at tasks {gone[:20]}, retry the batch")
+    changed = [i for i, key in zip(replays, keys, strict=True)
+               if earlier[key][1] != new[i][1].request_hash]  # fmt: skip
+    if changed:
+        raise HTTPException(
+            409,
+            f"tasks {changed[:20]}: idempotency_key was already used with a different task body",
+        )
+    for i, key in zip(replays, keys, strict=True):
+        new[i] = (earlier[key][0], new[i][1])
 
 
 async def load_task(pool: AsyncConnectionPool, task_id: uuid.UUID) -> TaskRow:
