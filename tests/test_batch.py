@@ -149,3 +149,12 @@ def test_a_key_reused_for_another_task_refuses_the_whole_batch(http, api):
     assert response.status_code == 409, response.text
     assert "tasks [1]" in response.json()["detail"]
     assert count_tasks(api) == before
+
+
+def test_the_batch_path_is_not_taken_for_a_task_id(http):
+    for method in ("GET", "DELETE", "OPTIONS"):
+        response = http.request(method, "/tasks/batch")
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == "POST"
+        assert response.json()["detail"]
+    assert http.request("PATCH", "/schedules/preview").headers["allow"] == "GET"
