@@ -36,7 +36,7 @@ def issues_at(response: httpx.Response) -> dict[int, str]:
 
 
 def test_a_batch_is_written_in_order_with_every_field(http, api):
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"command": "echo a"},
         {"command": "echo b", "delay_seconds": 600, "max_retries": 3, "timeout_seconds": 2.5},
         {"command": "echo c", "scheduled_at": "2030-01-02T03:04:05Z", "retry_backoff_seconds": 7},
@@ -62,7 +62,7 @@ def test_a_batch_is_written_in_order_with_every_field(http, api):
 
 def test_every_bad_item_is_named_and_nothing_is_written(http, api):
     before = count_tasks(api)
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"command": "echo fine"},
         {"command": " "},
         {"command": "echo fine"},
@@ -90,7 +90,8 @@ def test_a_key_repeated_within_a_batch_is_refused(http, api):
 
 def test_empty_and_oversized_batches_are_refused(http, api):
     before = count_tasks(api)
-    for body in ({"tasks": []}, {"tasks": [{"command": "x"}] * 10_001}, {}, []):
+    bodies: list[Any] = [{"tasks": []}, {"tasks": [{"command": "x"}] * 10_001}, {}, []]
+    for body in bodies:
         response = http.post("/tasks/batch", json=body, timeout=60)
         assert response.status_code == 422, response.text[:300]
         assert response.json()["detail"]
