@@ -97,7 +97,8 @@ def recovery(args: argparse.Namespace, log_dir: Path) -> float:
                 victim = cluster.start_worker(victim_id, slots=1)
                 wait_for(lambda v=victim_id: heard(db, v), 10, message="the victim's heartbeat")
                 command = (
-                    f'if [ "$WORKER_ID" = {victim_id} ]; then echo $$ >> {pids}; exec sleep 600; fi'
+                    f'if [ "$SKIPLOCK_WORKER_ID" = {victim_id} ]; '
+                    f"then echo $$ >> {pids}; exec sleep 600; fi"
                 )
                 while True:  # until the first attempt lands on the victim (it hangs there)
                     task_id = submit(

@@ -72,4 +72,5 @@ def test_a_command_sees_the_base_the_allow_list_and_its_identity_but_no_secret(c
     assert env["SKIPLOCK_TASK_ID"] == env["_task_id"]
     assert env["SKIPLOCK_ATTEMPT"] == "1"
     skiplock = {name for name in env if name.startswith("SKIPLOCK_")}
-    assert skiplock == {"SKIPLOCK_TASK_ID", "SKIPLOCK_ATTEMPT"}, env
+    assert env["SKIPLOCK_WORKER_ID"] == "worker-1"
+    assert skiplock == {"SKIPLOCK_TASK_ID", "SKIPLOCK_ATTEMPT", "SKIPLOCK_WORKER_ID"}, env

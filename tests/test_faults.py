@@ -4,7 +4,8 @@ terminal state, and a task run twice only where an attempt ended with a recorded
 
 Commands append a token to a log each time they really run (devtools.tasks), so how often a
 task ran is counted on the side, not taken from the database under test. Commands that must hang
-on one worker and finish on another look at $WORKER_ID, which every worker's commands inherit.
+on one worker and finish on another look at $SKIPLOCK_WORKER_ID, which every worker gives its
+commands.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ LOST_AFTER = 3.0
 def hang_on(worker_id: str, pid_file: Path, until: Path | None = None) -> str:
     """Shell that records its pid and hangs (until `until` exists) on `worker_id` only."""
     wait = f"until [ -e {until} ]; do sleep 0.05; done" if until else "exec sleep 100"
-    return f'if [ "$WORKER_ID" = {worker_id} ]; then echo $$ >> {pid_file}; {wait}; fi'
+    return f'if [ "$SKIPLOCK_WORKER_ID" = {worker_id} ]; then echo $$ >> {pid_file}; {wait}; fi'
 
 
 @contextlib.contextmanager

@@ -61,7 +61,10 @@ def test_sigterm_kills_commands_still_running_after_the_drain_timeout(
     pids = {name: tmp_path / f"{name}.pids" for name in ("retried", "failed")}
     # Hangs on worker-1, succeeds at once anywhere else.
     commands = {
-        name: f'if [ "$WORKER_ID" = worker-1 ]; then sleep 100 & echo $$ $! > {path}; sleep 100; fi'
+        name: (
+            f'if [ "$SKIPLOCK_WORKER_ID" = worker-1 ]; '
+            f"then sleep 100 & echo $$ $! > {path}; sleep 100; fi"
+        )
         for name, path in pids.items()
     }
     retried = submit(cluster, commands["retried"], max_retries=1, retry_backoff_seconds=0)

@@ -20,6 +20,7 @@ DEFAULT_LANG = "C.UTF-8"
 # Set per attempt by the worker, for the command's own use; a task may not set them.
 TASK_ID_VARIABLE = "SKIPLOCK_TASK_ID"
 ATTEMPT_VARIABLE = "SKIPLOCK_ATTEMPT"
+WORKER_ID_VARIABLE = "SKIPLOCK_WORKER_ID"
 
 
 def is_secret_name(name: str) -> bool:
@@ -58,11 +59,17 @@ def base_environment(
 
 
 def command_environment(
-    base: Iterable[tuple[str, str]], task_env: Mapping[str, str], task_id: str, attempt: int
+    base: Iterable[tuple[str, str]],
+    task_env: Mapping[str, str],
+    task_id: str,
+    attempt: int,
+    worker_id: str,
 ) -> dict[str, str]:
-    """The base, then the task's own variables, then the attempt's identity (which wins)."""
+    """The base, then the task's own variables, then the attempt's identity (which wins): its
+    task, its number and the worker running it (all three also recorded in the database)."""
     env = dict(base)
     env.update(task_env)
     env[TASK_ID_VARIABLE] = task_id
     env[ATTEMPT_VARIABLE] = str(attempt)
+    env[WORKER_ID_VARIABLE] = worker_id
     return env

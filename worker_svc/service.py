@@ -89,7 +89,9 @@ class Worker:
     def command_env(
         self, task_id: str, attempt: int, task_env: Mapping[str, str]
     ) -> dict[str, str]:
-        return command_environment(self.config.command_env, task_env, task_id, attempt)
+        return command_environment(
+            self.config.command_env, task_env, task_id, attempt, self.config.worker_id
+        )
 
     def report(
         self,
