@@ -20,6 +20,7 @@ from coordinator_svc import transitions
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.cron import cron_loop
 from coordinator_svc.dispatcher import Dispatcher
+from coordinator_svc.pruning import event_pruning_loop
 from coordinator_svc.recovery import reaper_loop
 from coordinator_svc.reports import record_heartbeat, record_reports
 from coordinator_svc.stops import stop_loop
@@ -124,6 +125,7 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
                 "stops": lambda: stop_loop(pool, config, wakeups, stubs, stop),
                 "reaper": lambda: reaper_loop(pool, config, wakeups, stop),
                 "cron": lambda: cron_loop(pool, config, wakeups, stop),
+                "prune-events": lambda: event_pruning_loop(pool, stop),
             },
         )
     finally:

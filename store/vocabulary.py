@@ -95,6 +95,15 @@ class OverlapPolicy(StrEnum):
     CANCEL_PREVIOUS = "cancel_previous"
 
 
+class EventKind(StrEnum):
+    """events.kind: what changed (GET /events; store/events.py)."""
+
+    TASK = "task"
+    ATTEMPT = "attempt"
+    WORKER = "worker"
+    TICK = "tick"
+
+
 def sql_list(words: Iterable[StrEnum]) -> str:
     """Words as an SQL list for `IN`, e.g. ('queued', 'running'): for statements whose word
     sets are decided here (the words are fixed identifiers, never user input)."""

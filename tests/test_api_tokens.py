@@ -57,7 +57,15 @@ _client = httpx.Client(timeout=10)  # one client: building one per request costs
 def call(base_url: str, method: str, path: str, token: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
-    return _client.request(method, f"{base_url}{path}", headers=headers, json=body)
+    request = _client.build_request(method, f"{base_url}{path}", headers=headers, json=body)
+    response = _client.send(request, stream=True)
+    try:
+        # An event stream never ends: its status and headers say enough.
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.read()
+    finally:
+        response.close()
+    return response
 
 
 def template(path: str) -> str:

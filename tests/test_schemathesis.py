@@ -4,7 +4,8 @@ sequences that follow the document's links (create a task, then read, cancel and
 
 Every check runs but one: no server error, every status, header and body as documented, nothing
 the schema forbids accepted, authentication enforced. Left out is "schema-valid request
-rejected": whether a cron expression or a time zone name exists, the schema cannot say.
+rejected": whether a cron expression or a time zone name exists, the schema cannot say. Left
+out too is GET /events, a stream that never ends (tests/test_events.py reads it).
 The run is bounded by its example count and a time budget; the seed is fixed, so a failure
 reproduces (the output says how).
 """
@@ -46,6 +47,8 @@ def test_every_operation_answers_as_documented(scheduler: str, tmp_path: Path) -
         "--header", f"Authorization: Bearer {TOKEN}",
         "--checks", "all",
         "--exclude-checks", "positive_data_acceptance",
+        # An event stream never ends, so no answer would arrive whole: tests/test_events.py
+        "--exclude-path", "/events",
         "--max-examples", "5",
         "--seed", "20261130",
         "--max-time", str(BUDGET_SECONDS),

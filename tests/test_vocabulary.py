@@ -15,6 +15,7 @@ from store.vocabulary import (
     UNFINISHED_TASK_STATUSES,
     AttemptStatus,
     EndReason,
+    EventKind,
     OverlapPolicy,
     TaskStatus,
     TickOutcome,
@@ -48,6 +49,7 @@ def check_lists(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
         ("attempts.reason", EndReason),
         ("schedule_ticks.outcome", TickOutcome),
         ("schedules.overlap", OverlapPolicy),
+        ("events.kind", EventKind),
     ],
 )
 def test_each_enum_is_its_columns_check_list(db, column: str, enum: type[StrEnum]) -> None:
@@ -61,6 +63,7 @@ def test_every_word_list_in_the_schema_has_its_enum(db) -> None:
         "attempts.reason",
         "schedule_ticks.outcome",
         "schedules.overlap",
+        "events.kind",
     }
 
 

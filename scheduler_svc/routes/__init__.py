@@ -5,6 +5,7 @@ from __future__ import annotations
 from scheduler_svc import auth
 from scheduler_svc.routes import (
     dashboard,
+    events,
     health,
     metrics,
     output,
@@ -21,6 +22,7 @@ ROUTERS = (
     workers.router,
     stats.router,
     metrics.router,
+    events.router,
     health.router,
     dashboard.router,
     auth.router,
