@@ -395,6 +395,51 @@ def workers(
     s.emit(fleet, render.workers_table(fleet["workers"]))
 
 
+class EventKindChoice(StrEnum):
+    task = "task"
+    attempt = "attempt"
+    worker = "worker"
+    tick = "tick"
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    kind: Annotated[
+        list[EventKindChoice] | None,
+        typer.Option(
+            "--kind", help="Only this kind of change (repeat for several).", show_default=False
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Only changes of this task.", show_default=False)
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule", help="Only changes of this schedule (id or name).", show_default=False
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Print changes as they happen (tasks, attempts, workers, cron ticks) until interrupted."""
+    s = session(ctx, json_output)
+    params = {
+        "kind": [k.value for k in kind or ()],
+        "task_id": task,
+        "schedule_id": schedule_id(s, schedule) if schedule else None,
+    }
+    try:
+        with s.api.stream("/events", params) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                for event in json.loads(line.removeprefix("data:")):
+                    s.emit(event, render.event_line(event))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 @app.command()
 def stats(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """The backlog, recent outcomes, start delays, slots and cron ticks."""

@@ -3,8 +3,10 @@ a real cluster."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
 import uuid
 from typing import Any
 
@@ -119,3 +121,30 @@ def test_tasks_ls_narrows_by_filters(module_cluster: Cluster, url: str) -> None:
         "tasks", "ls", "--command", f"echo {tag}", "--cursor", first["next_cursor"], url=url
     )
     assert [t["task_id"] for t in first["tasks"] + rest["tasks"]] == [bad, ok]
+
+
+def test_events_prints_changes_as_they_happen(module_cluster: Cluster, url: str) -> None:
+    task_id = submit(module_cluster, "sleep 0.5", delay_seconds=2)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "skiplock_cli", "--url", url, "events", "--json", "--task", task_id],
+        cwd=REPO_ROOT,
+        env=service_env({}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = threading.Timer(60, watcher.kill)  # a stream that never says it: readline ends
+    deadline.start()
+    try:
+        assert watcher.stdout is not None
+        seen: list[dict[str, Any]] = []
+        while not any(e["kind"] == "task" and e["data"]["status"] == "succeeded" for e in seen):
+            line = watcher.stdout.readline()
+            assert line, watcher.stderr.read() if watcher.stderr else "events ended"
+            seen.append(json.loads(line))
+    finally:
+        deadline.cancel()
+        watcher.kill()
+        watcher.wait(10)
+    assert {e["task_id"] for e in seen} == {task_id}
+    assert [e["data"]["status"] for e in seen if e["kind"] == "attempt"][-1] == "succeeded"
