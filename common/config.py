@@ -174,3 +174,21 @@ def secret(env: Mapping[str, str], name: str) -> str | None:
 
 def cluster_token(env: Mapping[str, str]) -> str | None:
     return secret(env, "SKIPLOCK_CLUSTER_TOKEN")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str, flag: str) -> float:
+    """Seconds from '90', '90s', '15m', '12h' or '7d'."""
+    text = value.strip().lower()
+    scale = DURATION_UNITS.get(text[-1:])
+    number = text[:-1] if scale is not None else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        message = f"{flag}: expected a duration like 90s, 15m, 12h or 7d, got {value!r}"
+        raise ConfigError(message) from None
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{flag}: {value!r} is not a duration")
+    return seconds

@@ -15,6 +15,7 @@ from common.config import (
     add_tls_flags,
     cluster_token,
     database_url,
+    parse_duration,
     parse_listen,
     secure_listen,
     tls_material,
@@ -24,6 +25,23 @@ from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
 from common.metrics import add_metrics_flag, metrics_port
 
 LOST_AFTER_HEARTBEATS = 3
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """What coordinators delete, and how (coordinator_svc/retention.py)."""
+
+    # Seconds a finished task and a tick are kept; None keeps everything.
+    age: float | None = 7 * 86400.0
+    # The newest ticks of each schedule kept whatever their age.
+    keep_ticks: int = 100
+    # Rows one statement deletes at most.
+    batch: int = 500
+    # Seconds between passes once nothing more is old enough.
+    interval: float = 60.0
+
+
+DEFAULT_RETENTION = RetentionSettings()
 
 
 @dataclass(frozen=True)
@@ -44,11 +62,53 @@ class CoordinatorConfig:
     log: LogSettings = DEFAULT_LOGS
     # Prometheus metrics over HTTP on this port (0: any free one); None: off
     metrics_port: int | None = None
+    retention: RetentionSettings = DEFAULT_RETENTION
 
     @property
     def lost_after(self) -> float:
         """Seconds without a heartbeat after which a worker is declared lost."""
         return LOST_AFTER_HEARTBEATS * self.heartbeat_interval
+
+
+def add_retention_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retention",
+        default="7d",
+        help="delete finished tasks (their attempts and stored output) and cron ticks older "
+        "than this: 90s, 15m, 12h, 7d, or off (default 7d)",
+    )
+    parser.add_argument(
+        "--keep-ticks",
+        type=int,
+        default=DEFAULT_RETENTION.keep_ticks,
+        help="newest ticks of each schedule kept whatever their age (default 100)",
+    )
+    parser.add_argument(
+        "--prune-batch",
+        type=int,
+        default=DEFAULT_RETENTION.batch,
+        help="rows one retention statement deletes at most (default 500)",
+    )
+    parser.add_argument(
+        "--prune-interval",
+        type=float,
+        default=DEFAULT_RETENTION.interval,
+        help="seconds between retention passes once nothing old is left (default 60)",
+    )
+
+
+def retention_settings(args: argparse.Namespace) -> RetentionSettings:
+    text = str(args.retention).strip().lower()
+    age = None if text == "off" else parse_duration(text, "--retention")
+    if age is not None and age < 1:
+        raise ConfigError("--retention must be at least 1s (or off)")
+    if not 0 <= args.keep_ticks <= 1_000_000:
+        raise ConfigError("--keep-ticks must be between 0 and 1000000")
+    if not 1 <= args.prune_batch <= 10_000:
+        raise ConfigError("--prune-batch must be between 1 and 10000")
+    if not 0.05 <= args.prune_interval <= 86400:
+        raise ConfigError("--prune-interval must be between 0.05 and 86400 seconds")
+    return RetentionSettings(age, args.keep_ticks, args.prune_batch, args.prune_interval)
 
 
 def load(
@@ -74,6 +134,7 @@ def load(
         action="store_true",
         help="allow listening beyond loopback without SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
+    add_retention_flags(parser)
     add_ready_file_flag(parser)
     add_log_flags(parser, env)
     add_metrics_flag(parser, env)
@@ -103,4 +164,5 @@ def load(
         ready_file=args.ready_file,
         log=log,
         metrics_port=metrics_port(args.metrics_port),
+        retention=retention_settings(args),
     )

@@ -40,3 +40,4 @@ TICK_LAG = Histogram(
     "From a cron tick's fire time to the pass that decided it",
     buckets=DELAY_BUCKETS,
 )
+PRUNED = Counter("skiplock_retention_deleted", "Rows retention deleted, by table", ["table"])

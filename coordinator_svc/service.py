@@ -23,6 +23,7 @@ from coordinator_svc.dispatcher import Dispatcher
 from coordinator_svc.pruning import event_pruning_loop
 from coordinator_svc.recovery import reaper_loop
 from coordinator_svc.reports import record_heartbeat, record_reports
+from coordinator_svc.retention import retention_loop
 from coordinator_svc.stops import stop_loop
 from coordinator_svc.wakeups import Wakeups, listen_loop
 from coordinator_svc.worker_stubs import WorkerStubs
@@ -126,6 +127,7 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
                 "reaper": lambda: reaper_loop(pool, config, wakeups, stop),
                 "cron": lambda: cron_loop(pool, config, wakeups, stop),
                 "prune-events": lambda: event_pruning_loop(pool, stop),
+                "retention": lambda: retention_loop(pool, config.retention, stop),
             },
         )
     finally:

@@ -15,6 +15,7 @@ from common.config import (
     add_ready_file_flag,
     add_tls_flags,
     cluster_token,
+    parse_duration,
     parse_listen,
     secure_listen,
     tls_material,
@@ -50,6 +51,8 @@ class WorkerConfig:
     # bytes of each attempt's output kept in the database at each end; 0 keeps none
     output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES
     submit_deadline: float = 5.0
+    # Seconds output files are kept after their last write; None keeps them
+    output_retention: float | None = 7 * 86400.0
     # What every command's environment starts from (worker_svc/environment.py), as
     # (name, value) pairs: the minimal base plus the --pass-env variables.
     command_env: tuple[tuple[str, str], ...] = ()
@@ -114,6 +117,16 @@ def parse_coordinators(value: str) -> tuple[str, ...]:
     return targets
 
 
+def output_retention(value: str) -> float | None:
+    text = value.strip().lower()
+    if text == "off":
+        return None
+    seconds = parse_duration(text, "--output-retention")
+    if seconds < 1:
+        raise ConfigError("--output-retention must be at least 1s (or off)")
+    return seconds
+
+
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> WorkerConfig:
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="skiplock-worker", description=__doc__)
@@ -155,6 +168,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         help="bytes of each command's output kept in the database at each end, the first and "
         f"the last (default {DEFAULT_OUTPUT_CAP_BYTES}; 0 keeps none; at most "
         f"{MAX_OUTPUT_CAP_BYTES})",
+    )
+    parser.add_argument(
+        "--output-retention",
+        default="7d",
+        help="delete output files last written longer ago than this: 90s, 15m, 12h, 7d, or off "
+        "(default 7d)",
     )
     parser.add_argument(
         "--insecure",
@@ -209,5 +228,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_port=metrics_port(args.metrics_port),
         kill_grace=args.kill_grace,
         output_cap_bytes=args.output_cap_bytes,
+        output_retention=output_retention(args.output_retention),
         command_env=base_environment(env, parse_pass_env(args.pass_env)),
     )

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Collection
+from pathlib import Path
 
 from proto import skiplock_pb2 as pb
 
@@ -56,3 +59,21 @@ class OutputFile:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def prune_output_files(directory: Path, max_age: float, keep: Collection[Path] = ()) -> int:
+    """Delete the output files in `directory` last written more than `max_age` seconds ago,
+    except those in `keep` (attempts this worker still holds); returns how many went."""
+    cutoff = time.time() - max_age
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            path = Path(entry.path)
+            if path in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile
+                old = entry.stat(follow_symlinks=False).st_mtime < cutoff
+                if old and entry.is_file(follow_symlinks=False):
+                    path.unlink()
+                    removed += 1
+    return removed

@@ -19,6 +19,7 @@ from worker_svc import metrics
 from worker_svc.config import WorkerConfig
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
 from worker_svc.environment import command_environment
+from worker_svc.output import prune_output_files
 from worker_svc.process import Execution, Outcome, ProcessRunner
 from worker_svc.reporter import Key, Reporter
 from worker_svc.servicer import WorkerServicer
@@ -30,6 +31,8 @@ _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 # it in every answer; this one holds until the first answer, and answers are kept in bounds.
 FIRST_HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_INTERVAL_BOUNDS = (0.05, 60.0)
+# Output files are looked at every tenth of their retention, at least this often.
+OUTPUT_PRUNE_INTERVAL_CAP = 600.0
 
 
 class Worker:
@@ -156,6 +159,26 @@ class Worker:
         for ref in response.revoked:
             self.stop_attempt((ref.task_id, ref.attempt), pb.ATTEMPT_STATE_CANCELLED)
 
+    async def prune_loop(self, stop: asyncio.Event) -> None:
+        """Delete old output files now and then (their copy in the database stays while its
+        task does); files of attempts this worker still holds are kept."""
+        max_age = self.config.output_retention
+        if max_age is None:
+            return
+        interval = min(max(max_age / 10, 1.0), OUTPUT_PRUNE_INTERVAL_CAP)
+        while not stop.is_set():
+            keep = {e.output_path for e in self.executions.values()}
+            try:
+                removed = await asyncio.to_thread(
+                    prune_output_files, self.config.output_dir, max_age, keep
+                )
+            except OSError as exc:
+                log.warning("could not prune output files in %s: %s", self.config.output_dir, exc)
+            else:
+                if removed:
+                    log.info("deleted %d output file(s) older than %.0fs", removed, max_age)
+            await wait_any([stop], interval)
+
     async def drain(self) -> None:
         """Stop taking work, let running commands finish up to the drain timeout, then stop them."""
         self.draining = True
@@ -225,6 +248,7 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
             {
                 "heartbeat": lambda: worker.heartbeat_loop(loops_stop),
                 "reporter": lambda: worker.reporter.run(loops_stop),
+                "output-retention": lambda: worker.prune_loop(loops_stop),
             },
         )
     )
