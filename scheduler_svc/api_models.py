@@ -74,6 +74,8 @@ TimeoutSeconds = Annotated[
 ]
 Retries = Annotated[int, Field(ge=0, le=100)]
 Backoff = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)]
+# Higher first; a waiting task gains a point a minute, so none waits forever.
+Priority = Annotated[int, Field(ge=-100, le=100)]
 
 
 class ScheduleRequest(BaseModel):
@@ -87,6 +89,7 @@ class ScheduleRequest(BaseModel):
     timeout_seconds: TimeoutSeconds | None = None
     max_retries: Retries = 0
     retry_backoff_seconds: Backoff = 1.0
+    priority: Priority = 0
 
     @model_validator(mode="after")
     def one_start(self) -> ScheduleRequest:
@@ -171,6 +174,7 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
         "retries_left": max(task.max_retries - task.failures, 0),
         "retry_backoff_seconds": task.retry_backoff_seconds,
         "timeout_seconds": task.timeout_seconds,
+        "priority": task.priority,
         "attempts": [attempt_view(a) for a in attempts],
     }
 
@@ -232,6 +236,7 @@ class TaskDetailView(TaskStatusView):
     retries_left: int
     retry_backoff_seconds: float
     timeout_seconds: float | None
+    priority: int = Field(description="-100..100, higher first; +1 per minute waited")
     attempts: list[AttemptView]
 
 

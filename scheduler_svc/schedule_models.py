@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from common.cronspec import load_zone
-from scheduler_svc.api_models import Backoff, Command, Retries, TimeoutSeconds, rfc3339
+from scheduler_svc.api_models import Backoff, Command, Priority, Retries, TimeoutSeconds, rfc3339
 from store.models import ScheduleRow, TickRow
 from store.vocabulary import OverlapPolicy
 
@@ -66,6 +66,7 @@ class ScheduleCreate(BaseModel):
     retry_backoff_seconds: Backoff = 1.0
     paused: bool = False
     jitter_seconds: Jitter = 0.0
+    priority: Priority = 0
 
 
 class SchedulePatch(BaseModel):
@@ -84,6 +85,7 @@ class SchedulePatch(BaseModel):
     retry_backoff_seconds: Backoff | None = None
     paused: bool | None = None
     jitter_seconds: Jitter | None = None
+    priority: Priority | None = None
 
     def null_fields(self) -> list[str]:
         """Fields sent as null that cannot be null."""
@@ -113,6 +115,7 @@ def schedule_view(row: ScheduleRow, upcoming: list[datetime]) -> dict[str, Any]:
         "retry_backoff_seconds": row.retry_backoff_seconds,
         "paused": row.paused,
         "jitter_seconds": row.jitter_seconds,
+        "priority": row.priority,
         "created_at": rfc3339(row.created_at),
         "updated_at": rfc3339(row.updated_at),
         "active_from": rfc3339(row.active_from),

@@ -133,10 +133,11 @@ async def vanished_attempts(
 # concurrent coordinators fill disjoint slots (the lock reads the newest row version, so
 # open_attempts is exact). Slots interleave the workers, starting at a rotating one, so a few
 # tasks still spread across the fleet. Due tasks are locked (skipping rows other coordinators
-# hold), paired in due order with the slots, and each gets an attempt counted against its
-# worker; nothing is ever claimed before its run_at. Always returns at least one row: `free`
-# (slots offered) and `next_due_in` (seconds until the earliest queued task not yet due, NULL
-# when none) on every row, with the claimed attempt's columns NULL when nothing was claimed.
+# hold), paired in claim order (priority with aging: claim_rank, migration 007) with the
+# slots, and each gets an attempt counted against its worker; nothing is ever claimed before
+# its run_at. Always returns at least one row: `free` (slots offered) and `next_due_in`
+# (seconds until the earliest queued task not yet due, NULL when none) on every row,
+# with the claimed attempt's columns NULL when nothing was claimed.
 CLAIM_FOR_FREE_SLOTS = """
 WITH available AS (
     SELECT id, slots - open_attempts AS free
@@ -152,13 +153,13 @@ WITH available AS (
            row_number() OVER (ORDER BY g, (r.pos + %(rotation)s) %% r.workers) AS n
     FROM ranked r CROSS JOIN LATERAL generate_series(1, r.free) AS g
 ), due AS (
-    SELECT id, run_at FROM tasks
+    SELECT id, claim_rank(run_at, priority) AS rank FROM tasks
     WHERE status = 'queued' AND run_at <= now()
-    ORDER BY run_at
+    ORDER BY claim_rank(run_at, priority)
     LIMIT (SELECT count(*) FROM slots)
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
-    SELECT id, row_number() OVER (ORDER BY run_at, id) AS n FROM due
+    SELECT id, row_number() OVER (ORDER BY rank, id) AS n FROM due
 ), claimed AS (
     UPDATE tasks t
     SET status = 'dispatched', attempt = t.attempt + 1, worker_id = s.worker_id,

@@ -38,6 +38,8 @@ class TaskRow:
     schedule_id: UUID | None = None
     fire_time: datetime | None = None
     exclusive_run: bool = False
+    # -100..100, higher first; a waiting task gains a point a minute (migration 007)
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class NewTask:
     timeout_seconds: float | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,7 @@ class ScheduleSettings:
     retry_backoff_seconds: float
     paused: bool
     jitter_seconds: float
+    priority: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

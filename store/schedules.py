@@ -34,11 +34,11 @@ INSERT_SCHEDULE = """
 INSERT INTO schedules (id, name, cron, timezone, command, overlap, catchup_window_seconds,
                        timeout_seconds, max_retries, retry_backoff_seconds, paused,
                        jitter_seconds, created_at, updated_at, anchor_at, active_from,
-                       next_fire_at)
+                       next_fire_at, priority)
 VALUES (%(id)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(overlap)s,
         %(catchup_window_seconds)s, %(timeout_seconds)s, %(max_retries)s,
         %(retry_backoff_seconds)s, %(paused)s, %(jitter_seconds)s,
-        %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s)
+        %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s, %(priority)s)
 ON CONFLICT (name) WHERE deleted_at IS NULL DO NOTHING
 RETURNING *
 """
@@ -94,6 +94,7 @@ SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, command = %(comma
     overlap = %(overlap)s, catchup_window_seconds = %(catchup_window_seconds)s,
     timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s,
     retry_backoff_seconds = %(retry_backoff_seconds)s, jitter_seconds = %(jitter_seconds)s,
+    priority = %(priority)s,
     active_from = CASE WHEN paused AND NOT %(paused)s THEN greatest(active_from, %(at)s)
                        ELSE active_from END,
     paused = %(paused)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
@@ -248,14 +249,14 @@ WITH decided AS (
 ), started AS (
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                        timeout_seconds, schedule_id, fire_time, exclusive_run, status,
-                       cancelled_at, completed_at, last_reason)
+                       cancelled_at, completed_at, last_reason, priority)
     SELECT k.task_id, s.command, k.fire_time,
            k.fire_time + make_interval(secs => random() * s.jitter_seconds),
            s.max_retries, s.retry_backoff_seconds, s.timeout_seconds, s.id, k.fire_time,
            s.overlap <> 'allow',
            CASE WHEN d.run_cancelled THEN 'cancelled' ELSE 'queued' END,
            CASE WHEN d.run_cancelled THEN now() END, CASE WHEN d.run_cancelled THEN now() END,
-           CASE WHEN d.run_cancelled THEN 'cancelled' END
+           CASE WHEN d.run_cancelled THEN 'cancelled' END, s.priority
     FROM ticked k
     JOIN decided d USING (schedule_id, fire_time)
     JOIN schedules s ON s.id = k.schedule_id
@@ -289,9 +290,9 @@ async def record_ticks(
 # A run of a schedule outside its cron (POST /schedules/{id}/trigger): due now, no tick.
 INSERT_TRIGGERED_RUN = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                   timeout_seconds, schedule_id, exclusive_run)
+                   timeout_seconds, schedule_id, exclusive_run, priority)
 SELECT %(task_id)s, command, now(), now(), max_retries, retry_backoff_seconds, timeout_seconds,
-       id, overlap <> 'allow'
+       id, overlap <> 'allow', priority
 FROM schedules WHERE id = %(id)s
 RETURNING *
 """

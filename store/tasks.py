@@ -19,9 +19,9 @@ from store.wakeups import WAKEUP_CHANNEL, Topic
 # Insert a task; with an idempotency key already taken, insert nothing and return nothing.
 INSERT_TASK = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                   timeout_seconds, idempotency_key, request_hash)
+                   timeout_seconds, idempotency_key, request_hash, priority)
 SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
-       %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s
+       %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s
 FROM (SELECT coalesce(
           %(scheduled_at)s::timestamptz,
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
@@ -46,6 +46,7 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
             "timeout_seconds": new.timeout_seconds,
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
+            "priority": new.priority,
         },
     )
 
@@ -55,15 +56,15 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
 # out (its caller looks the key up).
 _INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                       timeout_seconds, idempotency_key, request_hash)
+                       timeout_seconds, idempotency_key, request_hash, priority)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
-           n.timeout_seconds, n.idempotency_key, n.request_hash
+           n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
                 %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
-                %(idempotency_keys)s::text[], %(request_hashes)s::text[])
+                %(idempotency_keys)s::text[], %(request_hashes)s::text[], %(priorities)s::int[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
-               timeout_seconds, idempotency_key, request_hash)
+               timeout_seconds, idempotency_key, request_hash, priority)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
@@ -88,6 +89,7 @@ def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
             timeout_seconds="timeout_seconds",
             idempotency_keys="idempotency_key",
             request_hashes="request_hash",
+            priorities="priority",
         ),
     }
 

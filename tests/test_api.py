@@ -159,7 +159,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("year 1 east of UTC", {"command": "x", "scheduled_at": "0001-01-01T00:00:00+05:00"}, "range"),
     ("year 9999 west of UTC", {"command": "x", "scheduled_at": "9999-12-31T23:00:00-05:00"}, "UTC"),
     ("beyond 10 years", {"command": "x", "scheduled_at": "2999-01-01T00:00:00Z"}, "10 years"),
-    ("unknown field", {"command": "x", "priority": 1}, "Extra inputs are not permitted"),
+    ("unknown field", {"command": "x", "colour": "red"}, "Extra inputs are not permitted"),
     ("misspelt field", {"command": "x", "delay": 5}, "Extra inputs are not permitted"),
     ("surrogate field name", (RAW, '{"command": "x", "\\ud800": 1}'), "unicode"),
     ("surrogate in command", (RAW, '{"command": "echo \\udc00"}'), "surrogates not allowed"),

@@ -345,12 +345,55 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
             if n.get("Relation Name") == "tasks"
         ]
 
-    assert ("Index Scan", "tasks_queued_run_at") in scans(*claim)
+    # The claim order (priority with aging) is read from its index, already sorted.
+    assert ("Index Scan", "tasks_queued_rank") in scans(*claim)
     assert not any(kind == "Seq Scan" for kind, _ in scans(*claim))
-    # The same plan without the index reads the whole table: what the index saves.
+    # The same plan without the indexes reads the whole table: what they save.
     with db.transaction(force_rollback=True):
+        db.execute("DROP INDEX tasks_queued_rank")
         db.execute("DROP INDEX tasks_queued_run_at")
         assert ("Seq Scan", None) in scans(*claim)
+
+
+def add_prioritised(db: Db, tasks: list[tuple[float, int]]) -> list[uuid.UUID]:
+    """Queued tasks (due at now() + offset seconds, priority)."""
+    ids = [uuid.uuid4() for _ in tasks]
+    db.execute(
+        "INSERT INTO tasks (id, command, scheduled_at, run_at, priority)"
+        " SELECT id, 'true', now() + make_interval(secs => o), now() + make_interval(secs => o), p"
+        " FROM unnest(%s::uuid[], %s::float8[], %s::int[]) AS x (id, o, p)",
+        (ids, [o for o, _ in tasks], [p for _, p in tasks]),
+    )
+    return ids
+
+
+def claim_one_at_a_time(db: Db, database_url: str, rounds: int) -> list[uuid.UUID]:
+    """Claim with one free slot, `rounds` times, freeing the slot after each claim."""
+    order = []
+    for _ in range(rounds):
+        (attempt,) = run(database_url, claim_for_free_slots).attempts
+        order.append(attempt.task_id)
+        db.execute("UPDATE workers SET open_attempts = 0")
+    return order
+
+
+def test_due_tasks_are_claimed_highest_priority_first(db, database_url):
+    add_worker(db, "w1", slots=1)
+    low, high, middle, top, _never = add_prioritised(
+        db, [(-1.0, -5), (-1.0, 50), (-1.0, 0), (-1.0, 100), (60.0, 100)]
+    )
+    assert claim_one_at_a_time(db, database_url, 4) == [top, high, middle, low]
+    assert run(database_url, claim_for_free_slots).attempts == []  # `never` is not due yet
+
+
+def test_a_waiting_task_gains_a_point_of_priority_a_minute(db, database_url):
+    # Ten points below the default: ahead of a task just due once it has waited over 10 min.
+    add_worker(db, "w1", slots=1)
+    waited_11_min, waited_9_min, just_due = add_prioritised(
+        db, [(-660.0, -10), (-540.0, -10), (-1.0, 0)]
+    )
+    order = claim_one_at_a_time(db, database_url, 3)
+    assert order == [waited_11_min, just_due, waited_9_min]
 
 
 async def claim_for_free_slots(conn: AConn, rotation: int = 0) -> Claim:

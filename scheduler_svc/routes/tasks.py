@@ -45,9 +45,19 @@ def parse_task_id(raw: str) -> uuid.UUID:
     return parse_uuid(raw, "task_id")
 
 
+# Fields added to the task body later: left out of fingerprints while at their default, so a
+# request replayed across an upgrade still matches the task it made.
+LATER_FIELDS = frozenset({"priority"})
+
+
 def request_fingerprint(body: ScheduleRequest) -> str:
     """The task a body describes, as a digest: the same for POST /schedule and a batch item."""
-    fields = body.model_dump(mode="json", exclude={"idempotency_key"})
+    defaults = {
+        name
+        for name in LATER_FIELDS
+        if getattr(body, name) == type(body).model_fields[name].default
+    }
+    fields = body.model_dump(mode="json", exclude={"idempotency_key", *defaults})
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -71,6 +81,7 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         timeout_seconds=body.timeout_seconds,
         idempotency_key=key,
         request_hash=request_fingerprint(body) if key else None,
+        priority=body.priority,
     )
 
 
