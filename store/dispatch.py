@@ -133,7 +133,7 @@ async def vanished_attempts(
 # concurrent coordinators fill disjoint slots (the lock reads the newest row version, so
 # open_attempts is exact). Slots interleave the workers, starting at a rotating one, so a few
 # tasks still spread across the fleet. Due tasks are locked (skipping rows other coordinators
-# hold), paired in claim order (priority with aging: claim_rank, migration 007) with the
+# hold), paired in claim order (priority with aging: claim_rank, migration 008) with the
 # slots, and each gets an attempt counted against its worker; nothing is ever claimed before
 # its run_at. Always returns at least one row: `free` (slots offered) and `next_due_in`
 # (seconds until the earliest queued task not yet due, NULL when none) on every row,

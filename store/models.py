@@ -38,7 +38,7 @@ class TaskRow:
     schedule_id: UUID | None = None
     fire_time: datetime | None = None
     exclusive_run: bool = False
-    # -100..100, higher first; a waiting task gains a point a minute (migration 007)
+    # -100..100, higher first; a waiting task gains a point a minute (migration 008)
     priority: int = 0
 
 
