@@ -4,15 +4,19 @@
 import { get } from '../api.js';
 import {
   FINISHED, TASK_STATUSES, button, card, commandText, empty, errorBox, keyedRows, pageHeader,
-  pager, statusBadge, taskLink, workerLink,
+  pager, setLiveState, statusBadge, taskLink, workerLink,
 } from '../components.js';
 import { durationText, elapsed, h, replace, secondsBetween, timeAgo } from '../dom.js';
+import { followEvents } from '../events.js';
 import { repeat } from '../live.js';
 import { href, navigate } from '../router.js';
 import { openSubmitDialog } from './submit.js';
 
 const PAGE_SIZE = 50;
-const REFRESH_MS = 2000;
+// Changes arrive on the event stream; the list is re-read at most this often however many
+// arrive (100 a second cost the same two reads), and on a slow timer should the stream fail.
+const EVENT_REFRESH_MS = 500;
+const FALLBACK_REFRESH_MS = 10000;
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
 
 /** GET /tasks parameters for a view of the list. */
@@ -134,7 +138,30 @@ export async function tasksPage({ main, query, signal, canWrite }) {
     if (error.name !== 'AbortError') replace(notice, errorBox(error));
   });
   // The first page follows new tasks; older pages and id lists follow their rows' progress.
-  live = repeat(firstPage ? loadPage : refreshUnfinished, REFRESH_MS, signal, {
-    label: `refreshing every ${REFRESH_MS / 1000} s`,
+  let streaming = false;
+  live = repeat(firstPage ? loadPage : refreshUnfinished, FALLBACK_REFRESH_MS, signal, {
+    label: () => (streaming ? 'live' : `refreshing every ${FALLBACK_REFRESH_MS / 1000} s`),
+  });
+  let lastRead = 0;
+  let pending = null;
+  const refreshSoon = () => {
+    if (live.paused || pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      lastRead = Date.now();
+      live.now();
+    }, Math.max(0, lastRead + EVENT_REFRESH_MS - Date.now()));
+  };
+  const shown = () => new Set(rows.items().map((t) => t.task_id));
+  followEvents({ kind: ['task', 'attempt'] }, signal, {
+    onEvents(batch) {
+      // The first page shows new tasks: any change may matter. Other views only their rows.
+      const mine = firstPage ? batch : batch.filter((e) => shown().has(e.task_id));
+      if (mine.length) refreshSoon();
+    },
+    onState(state) {
+      streaming = state === 'live';
+      if (!live.paused) setLiveState(streaming ? 'live' : `event stream: ${state} — retrying`, streaming ? 'live' : 'error');
+    },
   });
 }
