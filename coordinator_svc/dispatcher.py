@@ -94,6 +94,7 @@ class Dispatcher:
         CLAIMS.inc()
         CLAIMED.inc(len(claim_.attempts))
         self.rotation += 1
+        self.wakeups.slots_wanted = len(claim_.attempts) >= claim_.free
         for attempts in by_worker(claim_.attempts):
             task = asyncio.create_task(self.hand_over(attempts))
             self._handovers.add(task)

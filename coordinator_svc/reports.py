@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 
 from proto import skiplock_pb2 as pb
 from proto.timestamps import from_timestamp
-from store import dispatch, outputs
+from store import dispatch
 from store.models import (
     AttemptEnd,
     AttemptKey,
@@ -103,9 +103,8 @@ async def record_reports(
     reports: list[pb.StatusReport],
     deltas: list[pb.OutputDelta] | None = None,
 ) -> ReportsOutcome:
-    """Apply a batch: output first (so an attempt's output is stored no later than its end),
-    then starts, then endings (a worker sends an attempt's start before its end)."""
-    await outputs.merge_outputs(conn, output_deltas(deltas or []))
+    """Apply a batch: starts, then output and endings in one statement (so an attempt's output
+    is stored no later than its end; a worker sends an attempt's start before its end)."""
     starts: dict[AttemptKey, AttemptStart] = {}
     ends: dict[AttemptKey, AttemptEnd] = {}
     refs: dict[AttemptKey, pb.AttemptRef] = {}
@@ -133,7 +132,7 @@ async def record_reports(
         refs[key] = report.ref
     recorded = await dispatch.mark_attempts_running(conn, list(starts.values()))
     kept = {s.key for s in recorded if s.keep}
-    ended = await dispatch.end_attempts(conn, list(ends.values()))
+    ended = await dispatch.end_attempts(conn, list(ends.values()), output_deltas(deltas or []))
     stale += [
         refs[key]
         for key in starts.keys() | ends.keys()

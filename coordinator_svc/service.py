@@ -32,6 +32,7 @@ from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from store.db import DB_ERRORS, in_transaction, make_pool
 from store.migrate import migrate_until_done
+from store.vocabulary import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         transitions.started(outcome.started)
         transitions.ended(outcome.ended)
-        if outcome.ended:
+        # A freed slot matters only when the last claim was short of slots; a task back in
+        # the queue may be due before the dispatcher's next look.
+        if outcome.ended and (
+            self.wakeups.slots_wanted
+            or any(e.task_status == TaskStatus.QUEUED for e in outcome.ended)
+        ):
             self.wakeups.dispatch.set()
         return pb.ReportStatusResponse(stale=outcome.stale)
 

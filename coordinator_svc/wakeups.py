@@ -20,6 +20,9 @@ class Wakeups:
     dispatch: asyncio.Event = field(default_factory=asyncio.Event)
     stops: asyncio.Event = field(default_factory=asyncio.Event)
     cron: asyncio.Event = field(default_factory=asyncio.Event)
+    # Whether the last claim filled every free slot (or found none), so that a slot freed by an
+    # attempt's end may let more due tasks start: set by the dispatcher.
+    slots_wanted: bool = True
 
     def all(self) -> None:
         self.dispatch.set()

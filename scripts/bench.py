@@ -23,11 +23,13 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -50,6 +52,8 @@ from store.migrate import migrate  # noqa: E402
 BENCHMARK = REPO_ROOT / "scripts" / "benchmark.py"
 MODES = ("drain", "delay", "steady")
 SAMPLE_INTERVAL_S = 0.5
+# PostgreSQL backends publish their statistics at most once a second: wait this long for them.
+STATS_SETTLE_S = 1.2
 
 
 @dataclass
@@ -63,6 +67,8 @@ class ModeResult:
     tasks_per_s: float
     start_delay_ms: dict[str, float] | None
     cpu_ms_per_task: dict[str, float] = field(default_factory=dict)
+    # Commits and rollbacks in the benchmark's database (each autocommit statement is one).
+    transactions_per_task: float = 0.0
     core_share: dict[str, float] = field(default_factory=dict)
 
 
@@ -85,6 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-root", type=Path, default=REPO_ROOT / "worker_output",
                         help="where the commands' output files go (default: worker_output/)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample every service with py-spy during each mode: collapsed "
+                             "stacks in DIR/MODE-SERVICE.txt, and the top functions printed")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(args.modes) - set(MODES))
@@ -153,6 +162,52 @@ def sampling(backends: DatabaseBackends) -> Iterator[None]:
         thread.join()
 
 
+@contextmanager
+def profiled(services: Sequence[ServiceProcess], out_dir: Path | None,
+             mode: str) -> Iterator[None]:
+    """py-spy (a dev requirement) samples each service while the block runs."""
+    if out_dir is None:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spies = [
+        (p.name, subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(p.pid),
+             "--rate", "200", "--format", "raw", "--nonblocking",
+             "--output", str(out_dir / f"{mode}-{p.name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for p in services]
+    try:
+        yield
+    finally:
+        for _, spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for _, spy in spies:
+            spy.wait(timeout=30)
+    for name, _ in spies:
+        print_profile(out_dir / f"{mode}-{name}.txt", f"{mode} {name}")
+
+
+def print_profile(path: Path, title: str, top: int = 12) -> None:
+    """The functions with the most samples on top of the stack, and those most often on it."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines() if path.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    print(f"profile {title}: {total} samples")
+    for frame, n in own.most_common(top):
+        print(f"  self {100 * n / max(total, 1):5.1f}%  {frame}")
+    for frame, n in inclusive.most_common(top * 2)[top // 2:]:
+        print(f"  incl {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -186,6 +241,13 @@ def mode_flags(mode: str, args: argparse.Namespace) -> tuple[int, list[str]]:
                                "-r", str(args.steady_rate), "-p", "16"]
 
 
+def transactions(admin_url: str, dbname: str) -> int:
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                           " WHERE datname = %s", (dbname,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def run_mode(mode: str, admin_url: str, args: argparse.Namespace, log_dir: Path) -> ModeResult:
     count, flags = mode_flags(mode, args)
     with databases.throwaway_database(admin_url, "skiplock_bench_", migrate=migrate) as url:
@@ -195,10 +257,14 @@ def run_mode(mode: str, admin_url: str, args: argparse.Namespace, log_dir: Path)
             cluster.start(workers=args.workers, coordinators=args.coordinators,
                           slots=args.slots)
             accounts = Accounts(cluster.processes(), DatabaseBackends(admin_url, str(dbname)))
+            time.sleep(STATS_SETTLE_S)
+            xacts = transactions(admin_url, str(dbname))
             accounts.open()
-            with sampling(accounts.backends):
+            with sampling(accounts.backends), profiled(cluster.processes(), args.profile, mode):
                 figures = load(cluster.scheduler_url, flags, args.command)
             accounts.close()
+            time.sleep(STATS_SETTLE_S)
+            xacts = transactions(admin_url, str(dbname)) - xacts
         finally:
             cluster.stop()
     delay = figures.get("start_delay_ms")
@@ -210,6 +276,7 @@ def run_mode(mode: str, admin_url: str, args: argparse.Namespace, log_dir: Path)
         start_delay_ms=delay,
         cpu_ms_per_task={k: v * 1000 / count for k, v in accounts.spent.items()},
         core_share={k: v / accounts.wall for k, v in accounts.spent.items()},
+        transactions_per_task=xacts / count,
     )
 
 
@@ -247,6 +314,8 @@ def report(ceiling: float, results: list[ModeResult], args: argparse.Namespace) 
         for name, ms in r.cpu_ms_per_task.items():
             print(f"  {name:<38} {ms:>11.2f} {r.core_share[name]:>10.3f}")
         print(f"  {'control plane (scheduler+coord+pg)':<38} {control_plane_ms(r):>11.2f}")
+        print(f"  PostgreSQL transactions per task (each autocommit statement is one; the "
+              f"load's status polls and idle loops included): {r.transactions_per_task:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

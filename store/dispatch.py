@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg.rows import class_row, dict_row
 
+from store import outputs
 from store.db import Conn, fetch_all, unnest_arrays
 from store.models import (
     CLAIMED_FIELDS,
@@ -20,6 +21,7 @@ from store.models import (
     Claim,
     ClaimedAttempt,
     EndedAttempt,
+    OutputDelta,
     StartedAttempt,
     StopRequest,
 )
@@ -260,8 +262,8 @@ async def mark_attempts_running(
 # already moved on is left alone. Returns a row per attempt that was open: how it ended, and
 # its task's new status (NULL when the task did not move), and whether its start was only
 # learnt from this ending (the worker's start report never came). Keys must be distinct.
-END_ATTEMPTS = f"""
-WITH r AS (
+END_ATTEMPT_CTES = f"""
+r AS (
     SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
                          %(statuses)s::text[], %(reasons)s::text[], %(exit_codes)s::int[],
                          %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[],
@@ -326,19 +328,29 @@ SELECT e.task_id, e.attempt, e.worker_id, k.schedule_id, e.status, e.reason, e.e
        e.started_at, e.ended_at, m.status AS task_status, k.run_at, e.start_unrecorded
 FROM ended e JOIN tasks k ON k.id = e.task_id LEFT JOIN moved m ON m.id = e.task_id
 """
+# End attempts (see END_ATTEMPT_CTES).
+END_ATTEMPTS = f"WITH {END_ATTEMPT_CTES}"
+
+# END_ATTEMPTS, and first the merge of output deltas (outputs.MERGE_OUTPUT_CTES) in the same
+# statement: both read the attempts as they were before it, so an attempt's last output is
+# merged while the attempt is still open, as when the merge runs first on its own.
+END_ATTEMPTS_AND_OUTPUTS = f"WITH {outputs.MERGE_OUTPUT_CTES},\n{END_ATTEMPT_CTES}"
 
 
 async def end_attempts(
-    conn: Conn, ends: Sequence[AttemptEnd]
+    conn: Conn, ends: Sequence[AttemptEnd], deltas: Sequence[OutputDelta] = ()
 ) -> dict[AttemptKey, EndedAttempt]:
-    """End open attempts (distinct keys). Returns each attempt that was open, how it ended
-    and its task's new status (None when the task did not move)."""
+    """End open attempts (distinct keys), after merging output deltas (at most one per attempt)
+    in the same statement. Returns each attempt that was open, how it ended and its task's new
+    status (None when the task did not move)."""
     if not ends:
+        await outputs.merge_outputs(conn, deltas)
         return {}
     cur = conn.cursor(row_factory=class_row(EndedAttempt))
     await cur.execute(
-        END_ATTEMPTS,
+        END_ATTEMPTS_AND_OUTPUTS if deltas else END_ATTEMPTS,
         {
+            **(outputs.output_params(deltas) if deltas else {}),
             **unnest_arrays(
                 ends,
                 task_ids="task_id",

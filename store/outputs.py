@@ -17,12 +17,15 @@ from store.models import AttemptOutput, OutputDelta
 # new head bytes; the tail continues the stored one when the delta's tail starts inside or
 # right after it (else the bytes between were skipped), and keeps only its last `cap` bytes.
 # A delta carries every byte from the end of the last one its worker saw delivered, so what
-# the stored copy keeps below the delta's start is what the merge needs.
-MERGE_OUTPUTS = """
-WITH d AS (
-    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
-                         %(head_offsets)s::int8[], %(heads)b::bytea[], %(tail_offsets)s::int8[],
-                         %(tails)b::bytea[], %(sizes)s::int8[], %(caps)s::int8[])
+# the stored copy keeps below the delta's start is what the merge needs. Written as common
+# table expressions ending in `merged`, so that a statement that ends attempts can merge their
+# last output in the same round trip (dispatch.END_ATTEMPTS_AND_OUTPUTS).
+MERGE_OUTPUT_CTES = """
+d AS (
+    SELECT * FROM unnest(%(out_task_ids)s::uuid[], %(out_attempts)s::int[],
+                         %(out_worker_ids)s::text[], %(out_head_offsets)s::int8[],
+                         %(out_heads)b::bytea[], %(out_tail_offsets)s::int8[],
+                         %(out_tails)b::bytea[], %(out_sizes)s::int8[], %(out_caps)s::int8[])
            AS d (task_id, attempt, worker_id, head_offset, head, tail_offset, tail, size, cap)
 ), joined AS (
     SELECT d.task_id, d.attempt, d.cap,
@@ -49,35 +52,44 @@ WITH d AS (
            CASE WHEN tail IS NULL THEN length(head)
                 ELSE tail_offset + greatest(length(tail) - cap, 0) END AS tail_offset
     FROM joined
-)
-INSERT INTO attempt_outputs AS o (task_id, attempt, head, tail, tail_offset, size, updated_at)
-SELECT task_id, attempt, head, tail, tail_offset, tail_offset + length(tail), now()
-FROM trimmed
-ON CONFLICT (task_id, attempt) DO UPDATE
-SET head = EXCLUDED.head, tail = EXCLUDED.tail, tail_offset = EXCLUDED.tail_offset,
-    size = EXCLUDED.size, updated_at = EXCLUDED.updated_at
-WHERE o.size < EXCLUDED.size
+), merged AS (
+    INSERT INTO attempt_outputs AS o (task_id, attempt, head, tail, tail_offset, size, updated_at)
+    SELECT task_id, attempt, head, tail, tail_offset, tail_offset + length(tail), now()
+    FROM trimmed
+    ON CONFLICT (task_id, attempt) DO UPDATE
+    SET head = EXCLUDED.head, tail = EXCLUDED.tail, tail_offset = EXCLUDED.tail_offset,
+        size = EXCLUDED.size, updated_at = EXCLUDED.updated_at
+    WHERE o.size < EXCLUDED.size
+    RETURNING o.task_id
+)"""
+
+# Merge output deltas (see MERGE_OUTPUT_CTES); returns how many copies grew.
+MERGE_OUTPUTS = f"""
+WITH {MERGE_OUTPUT_CTES}
+SELECT count(*) FROM merged
 """
+
+
+def output_params(deltas: Sequence[OutputDelta]) -> dict[str, list[object]]:
+    """MERGE_OUTPUT_CTES's parameters."""
+    return {
+        "out_task_ids": [d.task_id for d in deltas],
+        "out_attempts": [d.attempt for d in deltas],
+        "out_worker_ids": [d.worker_id for d in deltas],
+        "out_head_offsets": [d.head_offset for d in deltas],
+        "out_heads": [d.head for d in deltas],
+        "out_tail_offsets": [d.tail_offset for d in deltas],
+        "out_tails": [d.tail for d in deltas],
+        "out_sizes": [d.size for d in deltas],
+        "out_caps": [d.cap for d in deltas],
+    }
 
 
 async def merge_outputs(conn: Conn, deltas: Sequence[OutputDelta]) -> None:
     """Merge deltas (at most one per attempt) into the stored copies."""
     if not deltas:
         return
-    await conn.execute(
-        MERGE_OUTPUTS,
-        {
-            "task_ids": [d.task_id for d in deltas],
-            "attempts": [d.attempt for d in deltas],
-            "worker_ids": [d.worker_id for d in deltas],
-            "head_offsets": [d.head_offset for d in deltas],
-            "heads": [d.head for d in deltas],
-            "tail_offsets": [d.tail_offset for d in deltas],
-            "tails": [d.tail for d in deltas],
-            "sizes": [d.size for d in deltas],
-            "caps": [d.cap for d in deltas],
-        },
-    )
+    await conn.execute(MERGE_OUTPUTS, output_params(deltas))
 
 
 # A task's attempt (the latest when none is named) with its stored output, if any. No row: no

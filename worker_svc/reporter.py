@@ -19,6 +19,11 @@ MAX_BATCH = 500
 # At most one delivery per this many seconds: a command that ends within it is reported once
 # (start and end together), and reports of busy slots travel in one call.
 REPORT_INTERVAL = 0.005
+# A start is reported no sooner than this after it happened, unless a delivery goes anyway: a
+# command that ends within it is reported once, its final report carrying its start, which
+# saves a call and a database write per short command. The database says "dispatched" that
+# much longer; when it started comes from the worker's clock either way.
+START_REPORT_DELAY = 0.05
 # Output of running attempts is shipped at most this often (a follower reads it about this far
 # behind); an attempt's last output always travels with its final report.
 OUTPUT_INTERVAL = 0.5
@@ -38,6 +43,8 @@ class Reporter:
         self._worker_id = worker_id
         self._on_stale = on_stale
         self._pending: dict[Key, list[pb.StatusReport]] = {}
+        # When the attempts whose only pending report is a start were added (loop time).
+        self._started: dict[Key, float] = {}
         self._outputs: dict[Key, OutputFile] = {}
         self._ready = asyncio.Event()
         self._pacer = Pacer(REPORT_INTERVAL)
@@ -53,6 +60,9 @@ class Reporter:
         if report.state != pb.ATTEMPT_STATE_RUNNING:
             # A final report carries the start time too; an undelivered RUNNING adds nothing.
             queue[:] = [r for r in queue if r.state != pb.ATTEMPT_STATE_RUNNING]
+            self._started.pop(key, None)
+        elif not queue:
+            self._started[key] = asyncio.get_running_loop().time()
         queue.append(report)
         self._ready.set()
 
@@ -70,9 +80,9 @@ class Reporter:
         """Deliver batches until stopped; back off while no coordinator answers."""
         backoff = Backoff(0.05, 2.0)
         while not stop.is_set():
-            await wait_any([self._ready, stop], self._until_output_pass())
+            await wait_any([self._ready, stop], min(self._until_output_pass(), self._until_due()))
             self._ready.clear()
-            if not self._pending and not self._output_grown():
+            if self._until_due() > 0 and not self._output_grown():
                 continue
             await self._pacer.turn()
             if await self.deliver_once():
@@ -145,6 +155,16 @@ class Reporter:
     def _ref(key: Key) -> pb.AttemptRef:
         return pb.AttemptRef(task_id=key[0], attempt=key[1])
 
+    def _until_due(self) -> float:
+        """Seconds until a pending report is due: 0 for a final one, a start's delay for a
+        start, an hour when nothing is pending."""
+        if len(self._started) < len(self._pending):
+            return 0.0
+        if not self._started:
+            return 3600.0
+        first = min(self._started.values())
+        return max(first + START_REPORT_DELAY - asyncio.get_running_loop().time(), 0.0)
+
     def _until_output_pass(self) -> float:
         """How long the delivery loop may sleep without delaying the output of a running
         attempt."""
@@ -175,5 +195,6 @@ class Reporter:
             queue[:] = [r for r in queue if r is not report]
             if not queue:
                 del self._pending[key]
+                self._started.pop(key, None)
             if report.state != pb.ATTEMPT_STATE_RUNNING:
                 self._unfollow(key)
