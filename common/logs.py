@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,40 +56,66 @@ def log_settings(args: argparse.Namespace) -> LogSettings:
 
 
 def configure(service: str, settings: LogSettings = DEFAULT_LOGS) -> None:
-    """Route structlog and the standard library through one renderer on stderr."""
+    """Render structlog's events and the standard library's records alike on stderr.
+
+    skiplock's own events (one per task transition, so on the hot path) go through structlog's
+    native filtering logger straight to stderr: about half the cost of a trip through the
+    standard library. Other libraries' records are rendered by the same processors."""
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_service(service),
     ]
-    renderer: Any
-    if settings.format == "json":
-        renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if settings.format == "json" else render_text
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            name_logger,
+            *shared,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            *shared,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.level.upper())
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+    root.setLevel(level)
+
+
+# Shown first in a text line, in this order; every other field follows as key=value.
+TEXT_HEAD = ("timestamp", "level", "event", "service", "logger")
+
+
+def render_text(logger: Any, method: str, event: dict[str, Any]) -> str:
+    """'2026-11-30T19:34:10.332439Z [info   ] task accepted  task_id=… attempt=0 …'"""
+    head = (
+        f"{event.pop('timestamp', '')} [{event.pop('level', method):<7}] "
+        f"{event.pop('event', '')}  service={event.pop('service', '')} "
+        f"logger={event.pop('logger', '')}"
     )
+    tail = " ".join(f"{key}={value}" for key, value in event.items() if key != "exception")
+    text = f"{head} {tail}" if tail else head
+    exception = event.get("exception")
+    return f"{text}\n{exception}" if exception else text
 
 
 def add_service(service: str) -> Any:
@@ -100,6 +126,14 @@ def add_service(service: str) -> Any:
     return processor
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger: `log.info("task started", task_id=..., attempt=...)`."""
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> Any:
+    """A structlog logger: `log.info("task started", task_id=..., attempt=...)`; resolved on
+    first use, so modules may create theirs at import, before `configure`."""
+    return structlog.get_logger(logger_name=name)
+
+
+def name_logger(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    """`logger`, as the standard library's records have it (get_logger cannot bind that key)."""
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event
