@@ -25,4 +25,5 @@ def accepted(task: TaskRow) -> None:
 
 def accepted_batch(size: int, created: int) -> None:
     """A batch was written: one line for the batch (up to 10,000 tasks), not one per task."""
+    SUBMITTED.inc(created)
     log.info("task batch accepted", tasks=size, created=created)

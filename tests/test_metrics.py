@@ -131,6 +131,13 @@ def test_scheduler_reports_the_backlog_and_its_age(cluster_factory):
     assert value(samples, "skiplock_queue_tasks") == 2
     assert value(samples, "skiplock_queue_due_tasks") == 1
     assert value(samples, "skiplock_queue_oldest_due_age_seconds") < 60
+    assert value(samples, "skiplock_tasks_submitted_total") == 2
+    # A batch counts each new task; a replayed idempotency key counts nothing.
+    batch = {"tasks": [{"command": "true", "idempotency_key": "k1"}, {"command": "true"}]}
+    assert cluster.http.post("/tasks/batch", json=batch).status_code == 201
+    replay = {"tasks": [{"command": "true", "idempotency_key": "k1"}]}
+    assert cluster.http.post("/tasks/batch", json=replay).status_code in (200, 201)
+    assert value(scrape(), "skiplock_tasks_submitted_total") == 4
 
 
 def test_coordinator_counts_cron_ticks_and_their_lag(cluster_factory):

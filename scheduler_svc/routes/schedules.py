@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from common.cronspec import CronError, CronSpec, fire_times, load_zone, next_fire, parse
+from scheduler_svc import telemetry
 from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
 from scheduler_svc.deps import Pool, parse_uuid
 from scheduler_svc.schedule_models import (
@@ -236,6 +237,7 @@ async def trigger_schedule(pool: Pool, schedule_id: str) -> JSONResponse:
         return task, decision.cancel
 
     task, cancelled = await in_transaction(pool, trigger)
+    telemetry.accepted(task)
     cancelled_ids = [str(run_id) for run_id in cancelled]
     return JSONResponse(
         {"task": task_status_view(task), "cancelled_task_ids": cancelled_ids}, status_code=201
