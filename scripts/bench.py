@@ -249,24 +249,31 @@ def transactions(admin_url: str, dbname: str) -> int:
 
 
 def run_mode(mode: str, admin_url: str, args: argparse.Namespace, log_dir: Path) -> ModeResult:
-    count, flags = mode_flags(mode, args)
+    """One mode on a fresh database."""
     with databases.throwaway_database(admin_url, "skiplock_bench_", migrate=migrate) as url:
-        dbname = conninfo_to_dict(url)["dbname"]
-        cluster = Cluster(url, log_dir / mode, worker_output=log_dir / mode / "out")
-        try:
-            cluster.start(workers=args.workers, coordinators=args.coordinators,
-                          slots=args.slots)
-            accounts = Accounts(cluster.processes(), DatabaseBackends(admin_url, str(dbname)))
-            time.sleep(STATS_SETTLE_S)
-            xacts = transactions(admin_url, str(dbname))
-            accounts.open()
-            with sampling(accounts.backends), profiled(cluster.processes(), args.profile, mode):
-                figures = load(cluster.scheduler_url, flags, args.command)
-            accounts.close()
-            time.sleep(STATS_SETTLE_S)
-            xacts = transactions(admin_url, str(dbname)) - xacts
-        finally:
-            cluster.stop()
+        return measure_mode(mode, url, admin_url, args, log_dir)
+
+
+def measure_mode(mode: str, url: str, admin_url: str, args: argparse.Namespace,
+                 log_dir: Path) -> ModeResult:
+    """One mode on a fresh cluster against the database at `url`."""
+    count, flags = mode_flags(mode, args)
+    dbname = conninfo_to_dict(url)["dbname"]
+    cluster = Cluster(url, log_dir / mode, worker_output=log_dir / mode / "out")
+    try:
+        cluster.start(workers=args.workers, coordinators=args.coordinators,
+                      slots=args.slots)
+        accounts = Accounts(cluster.processes(), DatabaseBackends(admin_url, str(dbname)))
+        time.sleep(STATS_SETTLE_S)
+        xacts = transactions(admin_url, str(dbname))
+        accounts.open()
+        with sampling(accounts.backends), profiled(cluster.processes(), args.profile, mode):
+            figures = load(cluster.scheduler_url, flags, args.command)
+        accounts.close()
+        time.sleep(STATS_SETTLE_S)
+        xacts = transactions(admin_url, str(dbname)) - xacts
+    finally:
+        cluster.stop()
     delay = figures.get("start_delay_ms")
     return ModeResult(
         mode=mode, submit="single", tasks=count, completed=int(figures["completed"]),
