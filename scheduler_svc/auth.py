@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -205,7 +206,13 @@ def principal_of(request: Request) -> Principal:
 router = APIRouter()
 
 
-@router.get("/auth/whoami")
+class WhoAmI(BaseModel):
+    role: str = Field(description="read or write")
+    auth: str = Field(description="`token`, or `none` when the scheduler has no tokens")
+    name: str | None = Field(description="the token's name; null without tokens")
+
+
+@router.get("/auth/whoami", response_model=WhoAmI)
 async def whoami(request: Request) -> dict[str, Any]:
     """What the caller's token allows: `role` read or write; `auth` says whether tokens are
     in use at all (`none`: anyone on the scheduler's network may write)."""

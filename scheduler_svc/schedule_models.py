@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from common.cronspec import load_zone
-from scheduler_svc.api_models import Backoff, Command, Priority, Retries, TimeoutSeconds, rfc3339
+from scheduler_svc.api_models import (
+    Backoff,
+    Command,
+    Priority,
+    Retries,
+    TaskStatusView,
+    TimeoutSeconds,
+    rfc3339,
+)
 from store.models import ScheduleRow, TickRow
 from store.vocabulary import OverlapPolicy
 
@@ -132,3 +140,77 @@ def tick_view(tick: TickRow, timezone: str) -> dict[str, Any]:
         "task_status": tick.task_status,
         "recorded_at": rfc3339(tick.recorded_at),
     }
+
+
+# --- answers ----------------------------------------------------------------------------------
+# Fields added by newer servers pass through (extra="allow") to clients that know them.
+
+
+class FireTimeView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    utc: str = Field(description="RFC 3339, UTC")
+    local: str = Field(description="RFC 3339 with the schedule's local offset")
+
+
+class ScheduleView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="UUID")
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    overlap: str = Field(description="allow, skip or cancel_previous")
+    catchup_window_seconds: int
+    timeout_seconds: float | None
+    max_retries: int
+    retry_backoff_seconds: float
+    paused: bool
+    jitter_seconds: float
+    created_at: str
+    updated_at: str
+    active_from: str = Field(description="ticks before this instant never run")
+    next_fire_times: list[FireTimeView]
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleView]
+    next_cursor: str | None = Field(description="pass back as `cursor`; null on the last page")
+
+
+class ExpressionPreview(BaseModel):
+    cron: str
+    timezone: str
+    fire_times: list[FireTimeView]
+
+
+class SchedulePreview(BaseModel):
+    id: str
+    timezone: str
+    fire_times: list[FireTimeView]
+
+
+class TickView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    fire_time: str
+    fire_time_local: str
+    outcome: str = Field(
+        description="started, skipped_overlap, skipped_paused, missed or cancelled_previous"
+    )
+    task_id: str | None
+    task_status: str | None
+    recorded_at: str
+
+
+class TickList(BaseModel):
+    ticks: list[TickView]
+    next_cursor: str | None = Field(description="pass back as `cursor` for older ticks")
+
+
+class TriggeredRun(BaseModel):
+    task: TaskStatusView
+    cancelled_task_ids: list[str] = Field(
+        description="unfinished runs cancelled first (overlap cancel_previous)"
+    )

@@ -79,7 +79,12 @@ async def stream(
             await asyncio.sleep(POLL_SECONDS)
 
 
-@router.get("/events", response_model=None, responses=EVENTS_RESPONSES)
+@router.get(
+    "/events",
+    response_model=None,
+    response_class=EventSourceResponse,
+    responses=EVENTS_RESPONSES,
+)
 async def event_stream(
     request: Request,
     pool: Pool,

@@ -8,6 +8,7 @@ import psycopg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, Field
 
 from scheduler_svc.deps import Pool
 from store import migrate
@@ -16,13 +17,22 @@ router = APIRouter()
 READY_WITHIN = 0.8  # seconds /readyz waits for the database at most
 
 
-@router.get("/healthz")
+class Alive(BaseModel):
+    status: str = Field(description="ok")
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ok")
+    schema_version: int
+
+
+@router.get("/healthz", response_model=Alive)
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Ready)
 async def readyz(pool: Pool) -> JSONResponse:
     """The database answers and its schema is the one this code queries."""
     try:

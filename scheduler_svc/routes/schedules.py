@@ -22,9 +22,15 @@ from scheduler_svc.api_models import parse_rfc3339, rfc3339, task_status_view
 from scheduler_svc.deps import Pool, parse_uuid
 from scheduler_svc.schedule_models import (
     MAX_CRON_CHARS,
+    ExpressionPreview,
     NameQuery,
     ScheduleCreate,
+    ScheduleList,
     SchedulePatch,
+    SchedulePreview,
+    ScheduleView,
+    TickList,
+    TriggeredRun,
     fire_time_view,
     schedule_view,
     tick_view,
@@ -79,7 +85,7 @@ async def view_now(conn: Conn, row: ScheduleRow) -> dict[str, Any]:
     return schedule_view(row, upcoming(row, await schedules.database_now(conn), UPCOMING))
 
 
-@router.post("/schedules", status_code=201)
+@router.post("/schedules", status_code=201, response_model=ScheduleView)
 async def create_schedule(body: ScheduleCreate, pool: Pool) -> JSONResponse:
     """Create a schedule. It fires only for ticks after this moment."""
     spec = cron_spec(body.cron, body.timezone)
@@ -100,7 +106,7 @@ async def create_schedule(body: ScheduleCreate, pool: Pool) -> JSONResponse:
     return JSONResponse(view, status_code=201)
 
 
-@router.get("/schedules")
+@router.get("/schedules", response_model=ScheduleList)
 async def list_schedules(
     pool: Pool,
     name_prefix: Annotated[NameQuery, Query(max_length=200)] = "",
@@ -118,7 +124,7 @@ async def list_schedules(
     }
 
 
-@router.get("/schedules/preview")
+@router.get("/schedules/preview", response_model=ExpressionPreview)
 async def preview_expression(
     cron: Annotated[str, Query(min_length=1, max_length=MAX_CRON_CHARS)],
     timezone: Annotated[str, Query(min_length=1, max_length=64)] = "UTC",
@@ -133,7 +139,7 @@ async def preview_expression(
     return {"cron": cron, "timezone": timezone, "fire_times": fires}
 
 
-@router.get("/schedules/{schedule_id}")
+@router.get("/schedules/{schedule_id}", response_model=ScheduleView)
 async def get_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """One schedule with its next fire times."""
     sid = parse_schedule_id(schedule_id)
@@ -144,7 +150,7 @@ async def get_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
         return await view_now(conn, row)
 
 
-@router.patch("/schedules/{schedule_id}")
+@router.patch("/schedules/{schedule_id}", response_model=ScheduleView)
 async def patch_schedule(pool: Pool, schedule_id: str, body: SchedulePatch) -> dict[str, Any]:
     """Change some settings. A new expression or zone fires only for ticks after this moment;
     a new expression also re-anchors @every."""
@@ -200,19 +206,19 @@ async def set_paused(pool: AsyncConnectionPool, schedule_id: str, paused: bool) 
     return await in_transaction(pool, change)
 
 
-@router.post("/schedules/{schedule_id}/pause")
+@router.post("/schedules/{schedule_id}/pause", response_model=ScheduleView)
 async def pause_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """Stop running ticks; each one is still recorded, as skipped_paused."""
     return await set_paused(pool, schedule_id, True)
 
 
-@router.post("/schedules/{schedule_id}/resume")
+@router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView)
 async def resume_schedule(pool: Pool, schedule_id: str) -> dict[str, Any]:
     """Run ticks again, from this moment on (ticks during the pause never run)."""
     return await set_paused(pool, schedule_id, False)
 
 
-@router.post("/schedules/{schedule_id}/trigger", status_code=201)
+@router.post("/schedules/{schedule_id}/trigger", status_code=201, response_model=TriggeredRun)
 async def trigger_schedule(pool: Pool, schedule_id: str) -> JSONResponse:
     """Start one run now, outside the cron and even when paused, under the overlap policy."""
     sid = parse_schedule_id(schedule_id)
@@ -244,7 +250,7 @@ async def trigger_schedule(pool: Pool, schedule_id: str) -> JSONResponse:
     )
 
 
-@router.get("/schedules/{schedule_id}/preview")
+@router.get("/schedules/{schedule_id}/preview", response_model=SchedulePreview)
 async def preview_schedule(
     pool: Pool,
     schedule_id: str,
@@ -261,7 +267,7 @@ async def preview_schedule(
     return {"id": str(sid), "timezone": row.timezone, "fire_times": fires}
 
 
-@router.get("/schedules/{schedule_id}/ticks")
+@router.get("/schedules/{schedule_id}/ticks", response_model=TickList)
 async def list_ticks(
     pool: Pool,
     schedule_id: str,
