@@ -168,6 +168,7 @@ class ScheduleView(BaseModel):
     retry_backoff_seconds: float
     paused: bool
     jitter_seconds: float
+    priority: int = Field(default=0, description="the priority of its runs")
     created_at: str
     updated_at: str
     active_from: str = Field(description="ticks before this instant never run")
