@@ -14,8 +14,6 @@ from store.db import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
-# GET /events resumes a client from Last-Event-ID for at least this long.
-EVENTS_KEEP_SECONDS = 30 * 60
 PRUNE_INTERVAL = 10.0
 PRUNE_BATCH = 5000
 
@@ -34,7 +32,7 @@ async def prune_events_once(pool: AsyncConnectionPool, keep_seconds: float) -> i
 async def event_pruning_loop(pool: AsyncConnectionPool, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            await prune_events_once(pool, EVENTS_KEEP_SECONDS)
+            await prune_events_once(pool, events.KEEP_SECONDS)
         except DB_ERRORS as exc:
             log.warning("pruning events failed (%s); retrying", exc)
         await sleep_or_stop(stop, PRUNE_INTERVAL)

@@ -18,6 +18,9 @@ from psycopg.rows import dict_row
 from store.db import Conn
 from store.vocabulary import EventKind
 
+# Events are kept this long: GET /events resumes a client from Last-Event-ID over it, and
+# coordinators delete older ones (coordinator_svc/pruning.py).
+KEEP_SECONDS = 30 * 60
 # Past every id: a position (xid, LAST_ID) covers every event of that transaction.
 LAST_ID = 2**63 - 1
 
@@ -107,15 +110,37 @@ async def read(
     return found, max(caught_up, after)
 
 
-# Delete up to `batch` of the oldest events that are older than `keep` seconds.
+# Delete up to `batch` of the oldest events that are older than `keep` seconds, and remember
+# the furthest position deleted.
 PRUNE = """
-DELETE FROM events WHERE id IN (
-    SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT %(batch)s) oldest
-    WHERE at < now() - make_interval(secs => %(keep)s))
+WITH deleted AS (
+    DELETE FROM events WHERE id IN (
+        SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT %(batch)s) oldest
+        WHERE at < now() - make_interval(secs => %(keep)s))
+    RETURNING xid, id
+), furthest AS (
+    SELECT xid, id FROM deleted ORDER BY xid DESC, id DESC LIMIT 1
+), noted AS (
+    UPDATE events_pruned p SET xid = f.xid, id = f.id
+    FROM furthest f
+    WHERE (f.xid, f.id) > (p.xid, p.id)
+)
+SELECT count(*) FROM deleted
 """
 
 
 async def prune(conn: Conn, keep_seconds: float, batch: int = 5000) -> int:
     """Delete a batch of expired events; returns how many (call again while it is `batch`)."""
     cur = await conn.execute(PRUNE, {"keep": keep_seconds, "batch": batch})
-    return cur.rowcount
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+# The furthest position pruning has deleted.
+PRUNED = "SELECT xid::text::bigint, id FROM events_pruned"
+
+
+async def pruned_through(conn: Conn) -> Position:
+    cur = await conn.execute(PRUNED)
+    row = await cur.fetchone()
+    return Position(int(row[0]), int(row[1])) if row else Position(0, 0)

@@ -185,3 +185,31 @@ def test_expired_events_are_pruned_in_batches_and_recent_ones_kept(db, database_
     assert asyncio.run(prune()) == [10, 10, 5, 0]
     rows = db.execute("SELECT worker_id FROM events").fetchall()
     assert rows == [("fresh",)]
+
+
+def test_a_client_further_behind_than_the_kept_events_is_told_of_the_gap(cluster, db):
+    with open_stream(cluster) as stream:
+        submit(cluster, "echo before the gap", delay_seconds=3600)
+        stream.events_until(lambda seen: len(seen) >= 1)
+        behind = stream.last_id
+    assert behind is not None
+    missed = submit(cluster, "echo missed", delay_seconds=3600)  # after the client left
+    db.execute("UPDATE events SET at = at - interval '2 hours'")
+    assert db.execute("SELECT count(*) FROM events WHERE task_id = %s", (missed,)).fetchone() == (
+        1,
+    )
+
+    async def prune() -> int:
+        async with await psycopg.AsyncConnection.connect(cluster.database_url) as conn:
+            await conn.set_autocommit(True)
+            return await events.prune(conn, events.KEEP_SECONDS)
+
+    assert asyncio.run(prune()) >= 1
+    after = submit(cluster, "echo after the gap", delay_seconds=3600)
+    with open_stream(cluster, headers={"Last-Event-ID": behind}) as stream:
+        gap = stream.next_message()
+        assert gap.event == "gap", gap
+        resumed = stream.events_until(lambda seen: after in {e["task_id"] for e in seen})
+    assert "deleted" in str(gap.data)
+    assert missed not in {e["task_id"] for e in resumed}
+    assert [e["data"]["status"] for e in resumed if e["task_id"] == after] == ["queued"]

@@ -69,6 +69,15 @@ async def stream(
     pool: AsyncConnectionPool, request: Request, after: Position, where: EventFilter
 ) -> AsyncIterator[ServerSentEvent]:
     yield ServerSentEvent(comment="skiplock events", retry=RETRY_MS)
+    async with pool.connection() as conn:
+        pruned = await events.pruned_through(conn)
+    if after < pruned:
+        # Some events after the client's position were deleted: say so, then go on from the
+        # oldest kept, so it knows to reload what it shows.
+        kept = events.KEEP_SECONDS // 60
+        detail = {"detail": f"events older than {kept} minutes were deleted; some were missed"}
+        yield ServerSentEvent(json.dumps(detail), event="gap", id=position_text(pruned))
+        after = pruned
     while not await request.is_disconnected():
         async with pool.connection() as conn:
             found, after = await events.read(conn, after, where, EVENT_BATCH)
@@ -95,7 +104,8 @@ async def event_stream(
 ) -> EventSourceResponse:
     """Changes as they commit: `kind` (repeat it) picks task, attempt, worker or tick events;
     `task_id` and `schedule_id` keep those about one task or schedule. Without Last-Event-ID
-    the stream starts now; with it, right after that event (events are kept 30 minutes)."""
+    the stream starts now; with it, right after that event (events are kept 30 minutes;
+    a client further behind first gets a `gap` event)."""
     where = EventFilter(
         kinds=tuple(kind or ()),
         task_id=parse_uuid(task_id, "task_id") if task_id is not None else None,
