@@ -101,7 +101,7 @@ class Dispatcher:
             task.add_done_callback(self._handovers.discard)
         if claim_.free == 0:
             return self.config.poll_interval  # woken early when a slot frees up
-        if claim_.attempts and len(claim_.attempts) == claim_.free:
+        if claim_.more:
             return 0.0  # maybe more is due
         if claim_.next_due_in is None:
             return self.config.poll_interval

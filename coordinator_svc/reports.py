@@ -146,7 +146,13 @@ async def record_heartbeat(
 ) -> HeartbeatOutcome:
     """Refresh the worker and reconcile what it holds with what the database says is its own."""
     await dispatch.upsert_worker(
-        conn, request.worker_id, request.address, request.slots, request.draining
+        conn,
+        request.worker_id,
+        request.address,
+        request.slots,
+        request.draining,
+        list(request.queues),
+        dict(request.labels),
     )
     held = [k for k in (attempt_key(ref) for ref in request.held) if k is not None]
     revoked = await dispatch.revoked_attempts(conn, request.worker_id, held)

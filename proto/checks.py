@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from common.limits import MAX_COMMAND_BYTES, is_wildcard_host
 from common.output import MAX_OUTPUT_CAP_BYTES
+from common.routing import MAX_QUEUES, labels_problem, queue_problem
 from proto import skiplock_pb2 as pb
 
 MAX_WORKER_ID = 200
@@ -93,6 +94,9 @@ def heartbeat_problem(request: pb.HeartbeatRequest) -> str:
         address_problem(request.address),
         "" if 0 <= request.slots <= MAX_SLOTS else f"slots must be 0-{MAX_SLOTS}",
         "" if 0 <= request.free_slots <= request.slots else "free_slots must be 0-slots",
+        "" if len(request.queues) <= MAX_QUEUES else f"queues lists more than {MAX_QUEUES}",
+        *(queue_problem(name) for name in request.queues),
+        labels_problem(request.labels),
         *(ref_problem(ref, f"held[{i}]") for i, ref in enumerate(request.held)),
     )
 

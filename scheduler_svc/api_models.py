@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from common.limits import MAX_COMMAND_BYTES
+from common.routing import DEFAULT_QUEUE, labels_problem, queue_problem
 from store.models import AttemptRow, TaskRow
 
 # Nothing is scheduled further ahead than this; a larger value is a mistake, not a plan.
@@ -78,6 +79,23 @@ Backoff = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)]
 Priority = Annotated[int, Field(ge=-100, le=100)]
 
 
+def check_queue(value: str) -> str:
+    if problem := queue_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def check_labels(value: dict[str, str]) -> dict[str, str]:
+    if problem := labels_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+# The queue a task waits in, and the labels a worker needs to take it (common/routing.py).
+Queue = Annotated[str, Field(max_length=64), AfterValidator(check_queue)]
+Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+
+
 class ScheduleRequest(BaseModel):
     """POST /schedule. At most one of delay_seconds and scheduled_at; neither means now."""
 
@@ -90,6 +108,8 @@ class ScheduleRequest(BaseModel):
     max_retries: Retries = 0
     retry_backoff_seconds: Backoff = 1.0
     priority: Priority = 0
+    queue: Queue = DEFAULT_QUEUE
+    labels: Labels = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def one_start(self) -> ScheduleRequest:
@@ -175,6 +195,8 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
         "retry_backoff_seconds": task.retry_backoff_seconds,
         "timeout_seconds": task.timeout_seconds,
         "priority": task.priority,
+        "queue": task.queue,
+        "labels": task.labels,
         "attempts": [attempt_view(a) for a in attempts],
     }
 
@@ -237,6 +259,11 @@ class TaskDetailView(TaskStatusView):
     retry_backoff_seconds: float
     timeout_seconds: float | None
     priority: int = Field(description="-100..100, higher first; +1 per minute waited")
+    queue: str
+    labels: dict[str, str] = Field(description="labels a worker needs to take the task")
+    waiting_for: str | None = Field(
+        default=None, description="why a due queued task is not running yet, when known"
+    )
     attempts: list[AttemptView]
 
 

@@ -9,10 +9,13 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from common.cronspec import load_zone
+from common.routing import DEFAULT_QUEUE
 from scheduler_svc.api_models import (
     Backoff,
     Command,
+    Labels,
     Priority,
+    Queue,
     Retries,
     TaskStatusView,
     TimeoutSeconds,
@@ -75,6 +78,8 @@ class ScheduleCreate(BaseModel):
     paused: bool = False
     jitter_seconds: Jitter = 0.0
     priority: Priority = 0
+    queue: Queue = DEFAULT_QUEUE
+    labels: Labels = Field(default_factory=dict)
 
 
 class SchedulePatch(BaseModel):
@@ -94,6 +99,8 @@ class SchedulePatch(BaseModel):
     paused: bool | None = None
     jitter_seconds: Jitter | None = None
     priority: Priority | None = None
+    queue: Queue | None = None
+    labels: Labels | None = None
 
     def null_fields(self) -> list[str]:
         """Fields sent as null that cannot be null."""
@@ -124,6 +131,8 @@ def schedule_view(row: ScheduleRow, upcoming: list[datetime]) -> dict[str, Any]:
         "paused": row.paused,
         "jitter_seconds": row.jitter_seconds,
         "priority": row.priority,
+        "queue": row.queue,
+        "labels": row.labels,
         "created_at": rfc3339(row.created_at),
         "updated_at": rfc3339(row.updated_at),
         "active_from": rfc3339(row.active_from),
@@ -169,6 +178,10 @@ class ScheduleView(BaseModel):
     paused: bool
     jitter_seconds: float
     priority: int = Field(default=0, description="the priority of its runs")
+    queue: str = Field(default=DEFAULT_QUEUE, description="the queue its runs wait in")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="labels the worker of each run needs"
+    )
     created_at: str
     updated_at: str
     active_from: str = Field(description="ticks before this instant never run")

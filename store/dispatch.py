@@ -6,11 +6,13 @@ decides when work is due, so no two machines' clocks are ever compared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg.rows import class_row, dict_row
 
+from common.routing import DEFAULT_QUEUE
 from store import outputs
 from store.db import Conn, fetch_all, unnest_arrays
 from store.models import (
@@ -38,20 +40,35 @@ USES_RETRY = sql_list(reason for reason in EndReason if reason.uses_retry)
 
 # Register a worker or refresh it from a heartbeat; a heartbeat also ends "lost".
 UPSERT_WORKER = """
-INSERT INTO workers (id, address, slots, draining, last_heartbeat_at)
-VALUES (%(id)s, %(address)s, %(slots)s, %(draining)s, now())
+INSERT INTO workers (id, address, slots, draining, last_heartbeat_at, queues, labels)
+VALUES (%(id)s, %(address)s, %(slots)s, %(draining)s, now(), %(queues)s, %(labels)s::jsonb)
 ON CONFLICT (id) DO UPDATE
 SET address = EXCLUDED.address, slots = EXCLUDED.slots, draining = EXCLUDED.draining,
-    last_heartbeat_at = now(), lost_at = NULL
+    last_heartbeat_at = now(), lost_at = NULL, queues = EXCLUDED.queues,
+    labels = EXCLUDED.labels
 """
 
 
 async def upsert_worker(
-    conn: Conn, worker_id: str, address: str, slots: int, draining: bool
+    conn: Conn,
+    worker_id: str,
+    address: str,
+    slots: int,
+    draining: bool,
+    queues: Sequence[str] = (DEFAULT_QUEUE,),
+    labels: Mapping[str, str] | None = None,
 ) -> None:
+    """Queues sorted without repeats, so workers that serve the same ones form one class."""
     await conn.execute(
         UPSERT_WORKER,
-        {"id": worker_id, "address": address, "slots": slots, "draining": draining},
+        {
+            "id": worker_id,
+            "address": address,
+            "slots": slots,
+            "draining": draining,
+            "queues": sorted(set(queues)) or [DEFAULT_QUEUE],
+            "labels": json.dumps(dict(labels or {}), sort_keys=True),
+        },
     )
 
 
@@ -133,40 +150,67 @@ async def vanished_attempts(
 
 # Claim due tasks into every free slot of the live workers, row-locking the workers so
 # concurrent coordinators fill disjoint slots (the lock reads the newest row version, so
-# open_attempts is exact). Slots interleave the workers, starting at a rotating one, so a few
-# tasks still spread across the fleet. Due tasks are locked (skipping rows other coordinators
-# hold), paired in claim order (priority with aging: claim_rank, migration 008) with the
-# slots, and each gets an attempt counted against its worker; nothing is ever claimed before
-# its run_at. Always returns at least one row: `free` (slots offered) and `next_due_in`
-# (seconds until the earliest queued task not yet due, NULL when none) on every row,
-# with the claimed attempt's columns NULL when nothing was claimed.
+# open_attempts is exact). Workers that serve the same queues with the same labels form a
+# class; a class's slots interleave its workers, starting at a rotating one, so a few tasks
+# still spread across them. For each class and each queue it serves (unless paused), the due
+# tasks it may run (the class has every label the task asks for) are locked in claim order
+# (priority with aging: claim_rank, migration 008), skipping rows other coordinators hold; the
+# class keeps the best of them for its free slots, a task wanted by two classes goes to one,
+# and each gets an attempt counted against its worker. Nothing is ever claimed before its
+# run_at, and a task no live worker can take stays queued. Always returns at least one row:
+# `free` (slots offered), `more` (some class found as many tasks as it had slots: claim again)
+# and `next_due_in` (seconds until the earliest queued task not yet due, NULL when none) on
+# every row, with the claimed attempt's columns NULL when nothing was claimed.
 CLAIM_FOR_FREE_SLOTS = """
 WITH available AS (
-    SELECT id, slots - open_attempts AS free
+    SELECT id, slots - open_attempts AS free, queues, labels
     FROM workers
     WHERE lost_at IS NULL AND NOT draining AND open_attempts < slots
       AND last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
     FOR UPDATE SKIP LOCKED
 ), ranked AS (
-    SELECT id, free, row_number() OVER (ORDER BY id) AS pos, count(*) OVER () AS workers
+    SELECT id, free, queues, labels,
+           row_number() OVER (PARTITION BY queues, labels ORDER BY id) AS pos,
+           count(*) OVER (PARTITION BY queues, labels) AS workers
     FROM available
 ), slots AS (
-    SELECT r.id AS worker_id,
-           row_number() OVER (ORDER BY g, (r.pos + %(rotation)s) %% r.workers) AS n
+    SELECT r.id AS worker_id, r.queues, r.labels,
+           row_number() OVER (PARTITION BY r.queues, r.labels
+                              ORDER BY g, (r.pos + %(rotation)s) %% r.workers) AS n
     FROM ranked r CROSS JOIN LATERAL generate_series(1, r.free) AS g
-), due AS (
-    SELECT id, claim_rank(run_at, priority) AS rank FROM tasks
-    WHERE status = 'queued' AND run_at <= now()
-    ORDER BY claim_rank(run_at, priority)
-    LIMIT (SELECT count(*) FROM slots)
-    FOR UPDATE SKIP LOCKED
+), classes AS (
+    SELECT queues, labels, count(*) AS free FROM slots GROUP BY queues, labels
+), offered AS (
+    SELECT c.queues, c.labels, c.free, d.id, d.rank
+    FROM classes c
+    CROSS JOIN LATERAL unnest(c.queues) AS q (name)
+    CROSS JOIN LATERAL (
+        SELECT t.id, claim_rank(t.run_at, t.priority) AS rank FROM tasks t
+        WHERE t.status = 'queued' AND t.queue = q.name AND t.run_at <= now()
+          AND c.labels @> t.labels
+        ORDER BY claim_rank(t.run_at, t.priority)
+        LIMIT c.free
+        FOR UPDATE SKIP LOCKED
+    ) d
+    WHERE NOT EXISTS (SELECT 1 FROM queues p WHERE p.name = q.name AND p.paused)
+), best AS (
+    SELECT queues, labels, free, id, rank,
+           row_number() OVER (PARTITION BY queues, labels ORDER BY rank, id) AS k
+    FROM offered
+), chosen AS (
+    SELECT DISTINCT ON (id) id, rank, queues, labels FROM best
+    WHERE k <= free
+    ORDER BY id, k
 ), numbered AS (
-    SELECT id, row_number() OVER (ORDER BY rank, id) AS n FROM due
+    SELECT id, queues, labels,
+           row_number() OVER (PARTITION BY queues, labels ORDER BY rank, id) AS n
+    FROM chosen
 ), claimed AS (
     UPDATE tasks t
     SET status = 'dispatched', attempt = t.attempt + 1, worker_id = s.worker_id,
         picked_at = now(), started_at = NULL, exit_code = NULL, output_path = NULL
-    FROM numbered d JOIN slots s ON s.n = d.n
+    FROM numbered d
+    JOIN slots s ON s.queues = d.queues AND s.labels = d.labels AND s.n = d.n
     WHERE t.id = d.id
     RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at,
               t.schedule_id
@@ -179,11 +223,12 @@ WITH available AS (
     WHERE w.id = c.worker_id
 ), hint AS (
     SELECT (SELECT count(*) FROM slots) AS free,
+           EXISTS (SELECT 1 FROM best WHERE k = free) AS more,
            (SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
             FROM tasks WHERE status = 'queued' AND run_at > now()) AS next_due_in
 )
 SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
-       w.address, c.schedule_id, h.free, h.next_due_in
+       w.address, c.schedule_id, h.free, h.more, h.next_due_in
 FROM hint h
 LEFT JOIN (claimed c JOIN workers w ON w.id = c.worker_id) ON true
 """
@@ -199,7 +244,8 @@ async def claim_for_free_slots(conn: Conn, live_within: float, rotation: int) ->
         for row in rows
         if row["task_id"] is not None
     ]
-    return Claim(claimed, int(rows[0]["free"]), rows[0]["next_due_in"])
+    first = rows[0]
+    return Claim(claimed, int(first["free"]), first["next_due_in"], bool(first["more"]))
 
 
 # --- attempts ---------------------------------------------------------------------------------

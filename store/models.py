@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from uuid import UUID
 
+from common.routing import DEFAULT_QUEUE
 from store.vocabulary import AttemptStatus, EndReason
 
 
@@ -40,6 +41,9 @@ class TaskRow:
     exclusive_run: bool = False
     # -100..100, higher first; a waiting task gains a point a minute (migration 008)
     priority: int = 0
+    # the queue it waits in, and the labels a worker needs to take it (migration 009)
+    queue: str = DEFAULT_QUEUE
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class NewTask:
     idempotency_key: str | None = None
     request_hash: str | None = None
     priority: int = 0
+    queue: str = DEFAULT_QUEUE
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,8 @@ class Claim:
     attempts: list[ClaimedAttempt]
     free: int
     next_due_in: float | None
+    # Some class of workers found as many due tasks as it had free slots: more may be due.
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +263,8 @@ class ScheduleSettings:
     paused: bool
     jitter_seconds: float
     priority: int = 0
+    queue: str = DEFAULT_QUEUE
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

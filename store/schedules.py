@@ -7,9 +7,11 @@ from the database clock, or from a `now` passed in where tests control time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 from store.db import Conn, fetch_all, fetch_one, unnest_arrays
@@ -29,16 +31,22 @@ async def database_now(conn: Conn) -> datetime:
     return value
 
 
+def settings_params(settings: ScheduleSettings) -> dict[str, Any]:
+    """A schedule's settings as statement parameters (labels as JSON text)."""
+    return asdict(settings) | {"labels": json.dumps(settings.labels)}
+
+
 # Create a schedule; with its name taken by a live schedule, insert nothing.
 INSERT_SCHEDULE = """
 INSERT INTO schedules (id, name, cron, timezone, command, overlap, catchup_window_seconds,
                        timeout_seconds, max_retries, retry_backoff_seconds, paused,
                        jitter_seconds, created_at, updated_at, anchor_at, active_from,
-                       next_fire_at, priority)
+                       next_fire_at, priority, queue, labels)
 VALUES (%(id)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(overlap)s,
         %(catchup_window_seconds)s, %(timeout_seconds)s, %(max_retries)s,
         %(retry_backoff_seconds)s, %(paused)s, %(jitter_seconds)s,
-        %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s, %(priority)s)
+        %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s, %(priority)s, %(queue)s,
+        %(labels)s::jsonb)
 ON CONFLICT (name) WHERE deleted_at IS NULL DO NOTHING
 RETURNING *
 """
@@ -48,7 +56,8 @@ async def insert_schedule(
     conn: Conn, schedule_id: UUID, settings: ScheduleSettings, at: datetime, next_fire_at: datetime
 ) -> ScheduleRow | None:
     """Create a schedule anchored at `at`; None when a live schedule has the name."""
-    params = {**asdict(settings), "id": schedule_id, "at": at, "next_fire_at": next_fire_at}
+    params = {**settings_params(settings), "id": schedule_id, "at": at}
+    params["next_fire_at"] = next_fire_at
     return await fetch_one(conn, ScheduleRow, INSERT_SCHEDULE, params)
 
 
@@ -94,7 +103,7 @@ SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, command = %(comma
     overlap = %(overlap)s, catchup_window_seconds = %(catchup_window_seconds)s,
     timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s,
     retry_backoff_seconds = %(retry_backoff_seconds)s, jitter_seconds = %(jitter_seconds)s,
-    priority = %(priority)s,
+    priority = %(priority)s, queue = %(queue)s, labels = %(labels)s::jsonb,
     active_from = CASE WHEN paused AND NOT %(paused)s THEN greatest(active_from, %(at)s)
                        ELSE active_from END,
     paused = %(paused)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
@@ -113,7 +122,7 @@ async def update_schedule(
     next_fire_at: datetime,
 ) -> ScheduleRow | None:
     """Replace the settings of a live schedule (raises UniqueViolation for a taken name)."""
-    params = {**asdict(settings), "id": schedule_id, "at": at, "anchor_at": anchor_at}
+    params = {**settings_params(settings), "id": schedule_id, "at": at, "anchor_at": anchor_at}
     params["next_fire_at"] = next_fire_at
     return await fetch_one(conn, ScheduleRow, UPDATE_SCHEDULE, params)
 
@@ -249,14 +258,14 @@ WITH decided AS (
 ), started AS (
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                        timeout_seconds, schedule_id, fire_time, exclusive_run, status,
-                       cancelled_at, completed_at, last_reason, priority)
+                       cancelled_at, completed_at, last_reason, priority, queue, labels)
     SELECT k.task_id, s.command, k.fire_time,
            k.fire_time + make_interval(secs => random() * s.jitter_seconds),
            s.max_retries, s.retry_backoff_seconds, s.timeout_seconds, s.id, k.fire_time,
            s.overlap <> 'allow',
            CASE WHEN d.run_cancelled THEN 'cancelled' ELSE 'queued' END,
            CASE WHEN d.run_cancelled THEN now() END, CASE WHEN d.run_cancelled THEN now() END,
-           CASE WHEN d.run_cancelled THEN 'cancelled' END, s.priority
+           CASE WHEN d.run_cancelled THEN 'cancelled' END, s.priority, s.queue, s.labels
     FROM ticked k
     JOIN decided d USING (schedule_id, fire_time)
     JOIN schedules s ON s.id = k.schedule_id
@@ -290,9 +299,9 @@ async def record_ticks(
 # A run of a schedule outside its cron (POST /schedules/{id}/trigger): due now, no tick.
 INSERT_TRIGGERED_RUN = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                   timeout_seconds, schedule_id, exclusive_run, priority)
+                   timeout_seconds, schedule_id, exclusive_run, priority, queue, labels)
 SELECT %(task_id)s, command, now(), now(), max_retries, retry_backoff_seconds, timeout_seconds,
-       id, overlap <> 'allow', priority
+       id, overlap <> 'allow', priority, queue, labels
 FROM schedules WHERE id = %(id)s
 RETURNING *
 """

@@ -6,6 +6,7 @@ decides when work is due, so no two machines' clocks are ever compared.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -19,9 +20,10 @@ from store.wakeups import WAKEUP_CHANNEL, Topic
 # Insert a task; with an idempotency key already taken, insert nothing and return nothing.
 INSERT_TASK = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                   timeout_seconds, idempotency_key, request_hash, priority)
+                   timeout_seconds, idempotency_key, request_hash, priority, queue, labels)
 SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
-       %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s
+       %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s, %(queue)s,
+       %(labels)s::jsonb
 FROM (SELECT coalesce(
           %(scheduled_at)s::timestamptz,
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
@@ -47,6 +49,8 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
             "priority": new.priority,
+            "queue": new.queue,
+            "labels": json.dumps(new.labels),
         },
     )
 
@@ -56,15 +60,16 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
 # out (its caller looks the key up).
 _INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                       timeout_seconds, idempotency_key, request_hash, priority)
+                       timeout_seconds, idempotency_key, request_hash, priority, queue, labels)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
-           n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority
+           n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority, n.queue, n.labels
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
                 %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
-                %(idempotency_keys)s::text[], %(request_hashes)s::text[], %(priorities)s::int[])
+                %(idempotency_keys)s::text[], %(request_hashes)s::text[], %(priorities)s::int[],
+                %(queues)s::text[], %(labels)s::jsonb[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
-               timeout_seconds, idempotency_key, request_hash, priority)
+               timeout_seconds, idempotency_key, request_hash, priority, queue, labels)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
@@ -90,7 +95,9 @@ def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
             idempotency_keys="idempotency_key",
             request_hashes="request_hash",
             priorities="priority",
+            queues="queue",
         ),
+        "labels": [json.dumps(t.labels) for t in tasks],
     }
 
 

@@ -333,7 +333,13 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
         " FROM generate_series(now() - interval '30 days', now() - interval '1 minute',"
         "                      interval '1 minute') AS t"
     )
-    add_tasks(db, [-1.0] * 20 + [60.0] * 20)
+    # A backlog, where the order matters: with a handful queued, a sort of those is as cheap.
+    db.execute(
+        "INSERT INTO tasks (id, command, scheduled_at, run_at, priority, queue)"
+        " SELECT gen_random_uuid(), 'true', t, t, i % 7 - 3, (ARRAY['default', 'gpu'])[i % 2 + 1]"
+        " FROM generate_series(1, 2000) AS i, LATERAL (SELECT now() - i * interval '1 s') AS x (t)"
+    )
+    add_tasks(db, [60.0] * 20)
     db.execute("ANALYZE tasks")
     add_worker(db, "w1", slots=8)
     claim = (dispatch.CLAIM_FOR_FREE_SLOTS, {"live_within": 60.0, "rotation": 0})
@@ -345,12 +351,12 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
             if n.get("Relation Name") == "tasks"
         ]
 
-    # The claim order (priority with aging) is read from its index, already sorted.
-    assert ("Index Scan", "tasks_queued_rank") in scans(*claim)
+    # The claim order (queue, then priority with aging) is read from its index, sorted.
+    assert ("Index Scan", "tasks_queued_claim") in scans(*claim)
     assert not any(kind == "Seq Scan" for kind, _ in scans(*claim))
     # The same plan without the indexes reads the whole table: what they save.
     with db.transaction(force_rollback=True):
-        db.execute("DROP INDEX tasks_queued_rank")
+        db.execute("DROP INDEX tasks_queued_claim")
         db.execute("DROP INDEX tasks_queued_run_at")
         assert ("Seq Scan", None) in scans(*claim)
 

@@ -25,6 +25,7 @@ from common.limits import is_wildcard_host
 from common.logs import DEFAULT_LOGS, LogSettings, add_log_flags, log_settings
 from common.metrics import add_metrics_flag, metrics_port
 from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
+from common.routing import DEFAULT_QUEUE, parse_labels, parse_queues
 from worker_svc.environment import base_environment, parse_pass_env
 
 
@@ -56,6 +57,10 @@ class WorkerConfig:
     # What every command's environment starts from (worker_svc/environment.py), as
     # (name, value) pairs: the minimal base plus the --pass-env variables.
     command_env: tuple[tuple[str, str], ...] = ()
+    # Queues this worker takes tasks from, and the labels tasks may ask of it (heartbeats
+    # carry both)
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def worker_id(self) -> str:
@@ -187,6 +192,17 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         "too (commands otherwise see only PATH, HOME, LANG, TZ=UTC and their own env); "
         "SKIPLOCK_*, POSTGRES_*, PG* and DATABASE_URL* are refused",
     )
+    parser.add_argument(
+        "--queues",
+        default=env.get("SKIPLOCK_QUEUES") or DEFAULT_QUEUE,
+        help="comma-separated queues to take tasks from (default $SKIPLOCK_QUEUES or default)",
+    )
+    parser.add_argument(
+        "--labels",
+        default=env.get("SKIPLOCK_LABELS", ""),
+        help="comma-separated key=value labels tasks may ask for, e.g. gpu=a100,zone=eu "
+        "(default $SKIPLOCK_LABELS or none)",
+    )
     add_ready_file_flag(parser)
     add_log_flags(parser, env)
     add_metrics_flag(parser, env)
@@ -209,6 +225,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         "--worker_port",
         "SKIPLOCK_CLUSTER_TOKEN or mutual TLS",
     )
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as exc:
+        raise ConfigError(f"--queues: {exc}") from None
+    try:
+        labels = parse_labels(args.labels)
+    except ValueError as exc:
+        raise ConfigError(f"--labels: {exc}") from None
     hostname = socket.gethostname()
     advertise_host, advertise_port = advertised_host(listen, env, hostname)
     return WorkerConfig(
@@ -228,6 +252,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_port=metrics_port(args.metrics_port),
         kill_grace=args.kill_grace,
         output_cap_bytes=args.output_cap_bytes,
+        queues=queues,
+        labels=tuple(sorted(labels.items())),
         output_retention=output_retention(args.output_retention),
         command_env=base_environment(env, parse_pass_env(args.pass_env)),
     )

@@ -144,6 +144,8 @@ class Worker:
             free_slots=self.free_slots(),
             draining=self.draining,
             held=self.held(),
+            queues=self.config.queues,
+            labels=dict(self.config.labels),
         )
         try:
             # Twice the interval in all: with the lost bound at three intervals, a heartbeat

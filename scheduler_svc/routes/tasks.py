@@ -30,7 +30,7 @@ from scheduler_svc.api_models import (
     task_status_view,
 )
 from scheduler_svc.deps import Inserter, Pool, parse_uuid
-from store import tasks
+from store import queues, tasks
 from store.db import in_transaction
 from store.models import NewTask, PageKey, TaskFilter, TaskRow
 from store.vocabulary import TaskStatus
@@ -47,7 +47,7 @@ def parse_task_id(raw: str) -> uuid.UUID:
 
 # Fields added to the task body later: left out of fingerprints while at their default, so a
 # request replayed across an upgrade still matches the task it made.
-LATER_FIELDS = frozenset({"priority"})
+LATER_FIELDS = frozenset({"priority", "queue", "labels"})
 
 
 def request_fingerprint(body: ScheduleRequest) -> str:
@@ -55,7 +55,8 @@ def request_fingerprint(body: ScheduleRequest) -> str:
     defaults = {
         name
         for name in LATER_FIELDS
-        if getattr(body, name) == type(body).model_fields[name].default
+        if getattr(body, name)
+        == type(body).model_fields[name].get_default(call_default_factory=True)
     }
     fields = body.model_dump(mode="json", exclude={"idempotency_key", *defaults})
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -82,6 +83,8 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         idempotency_key=key,
         request_hash=request_fingerprint(body) if key else None,
         priority=body.priority,
+        queue=body.queue,
+        labels=body.labels,
     )
 
 
@@ -213,9 +216,12 @@ async def load_detail(pool: AsyncConnectionPool, task_id: uuid.UUID) -> dict[str
     async with pool.connection() as conn:
         task = await tasks.get_task(conn, task_id)
         attempts = await tasks.list_attempts(conn, task_id) if task else []
+        waiting = None
+        if task is not None and task.status == TaskStatus.QUEUED:
+            waiting = await queues.waiting_for(conn, task_id)
     if task is None:
         raise HTTPException(404, f"no task with id {task_id}")
-    return task_detail_view(task, attempts)
+    return task_detail_view(task, attempts) | {"waiting_for": waiting}
 
 
 @router.get("/status", response_model=TaskStatusView)

@@ -1,0 +1,91 @@
+"""Queues: pause and resume them, list them with their backlog, and say why a task waits.
+
+A queue exists while tasks or workers name it; the `queues` table holds only whether it is
+paused. Functions take a connection; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from store.db import Conn, fetch_all
+
+# Workers that take work: not declared lost and not draining.
+_LIVE = "w.lost_at IS NULL AND NOT w.draining"
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    name: str
+    paused: bool
+    queued: int  # waiting, due or not
+    due: int  # waiting and due now
+    running: int  # handed to a worker and not ended
+    workers: int  # live workers that serve it
+
+
+# Pause or resume a queue (the claim skips a paused queue's tasks; running ones go on).
+SET_QUEUE_PAUSED = """
+INSERT INTO queues (name, paused) VALUES (%(name)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now()
+"""
+
+
+async def set_paused(conn: Conn, name: str, paused: bool) -> None:
+    await conn.execute(SET_QUEUE_PAUSED, {"name": name, "paused": paused})
+
+
+# Every queue a task, a worker or a pause names, with its backlog, in name order.
+LIST_QUEUES = f"""
+WITH waiting AS (
+    SELECT queue AS name, count(*) AS queued, count(*) FILTER (WHERE run_at <= now()) AS due
+    FROM tasks WHERE status = 'queued' GROUP BY queue
+), running AS (
+    SELECT t.queue AS name, count(*) AS running
+    FROM attempts a JOIN tasks t ON t.id = a.task_id
+    WHERE a.ended_at IS NULL GROUP BY t.queue
+), served AS (
+    SELECT q AS name, count(*) AS workers
+    FROM workers w CROSS JOIN LATERAL unnest(w.queues) AS q
+    WHERE {_LIVE} GROUP BY q
+), names AS (
+    SELECT name FROM waiting UNION SELECT name FROM running UNION SELECT name FROM served
+    UNION SELECT name FROM queues
+)
+SELECT n.name, coalesce(p.paused, false) AS paused, coalesce(w.queued, 0)::int AS queued,
+       coalesce(w.due, 0)::int AS due, coalesce(r.running, 0)::int AS running,
+       coalesce(s.workers, 0)::int AS workers
+FROM names n
+LEFT JOIN queues p USING (name) LEFT JOIN waiting w USING (name)
+LEFT JOIN running r USING (name) LEFT JOIN served s USING (name)
+ORDER BY n.name
+"""
+
+
+async def list_queues(conn: Conn) -> list[QueueRow]:
+    return await fetch_all(conn, QueueRow, LIST_QUEUES, {})
+
+
+# Why a due queued task is not running: its queue is paused, no live worker serves the queue,
+# none of those has its labels, or (NULL) it only waits for a free slot. NULL too when the task
+# is not both queued and due.
+WAITING_FOR = f"""
+SELECT CASE
+    WHEN t.status <> 'queued' OR t.run_at > now() THEN NULL
+    WHEN EXISTS (SELECT 1 FROM queues p WHERE p.name = t.queue AND p.paused)
+        THEN 'queue ' || t.queue || ' is paused'
+    WHEN NOT EXISTS (SELECT 1 FROM workers w WHERE {_LIVE} AND t.queue = ANY(w.queues))
+        THEN 'no live worker serves queue ' || t.queue
+    WHEN NOT EXISTS (SELECT 1 FROM workers w
+                     WHERE {_LIVE} AND t.queue = ANY(w.queues) AND w.labels @> t.labels)
+        THEN 'no live worker of queue ' || t.queue || ' has the labels ' || t.labels::text
+END
+FROM tasks t WHERE t.id = %(id)s
+"""
+
+
+async def waiting_for(conn: Conn, task_id: UUID) -> str | None:
+    cur = await conn.execute(WAITING_FOR, {"id": task_id})
+    row = await cur.fetchone()
+    return None if row is None else row[0]
