@@ -41,7 +41,7 @@ class TaskRow:
     exclusive_run: bool = False
     # -100..100, higher first; a waiting task gains a point a minute (migration 008)
     priority: int = 0
-    # the queue it waits in, and the labels a worker needs to take it (migration 009)
+    # the queue it waits in, and the labels a worker needs to take it (migration 010)
     queue: str = DEFAULT_QUEUE
     labels: dict[str, str] = field(default_factory=dict)
 
