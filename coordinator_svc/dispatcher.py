@@ -171,6 +171,10 @@ class Dispatcher:
             command=claimed.command,
             timeout_ms=timeout_ms(claimed.timeout_seconds),
             not_before=to_timestamp(claimed.run_at),
+            output_cap_bytes=claimed.output_cap_bytes,
+            env=claimed.env,
+            cwd=claimed.cwd or "",
+            success_exit_codes=claimed.success_exit_codes,
         )
 
     async def finish_handovers(self) -> None:

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
-from common.limits import MAX_COMMAND_BYTES, is_wildcard_host
+from common.limits import (
+    MAX_COMMAND_BYTES,
+    cwd_problem,
+    env_problem,
+    exit_codes_problem,
+    is_wildcard_host,
+)
 from common.output import MAX_OUTPUT_CAP_BYTES
 from common.routing import MAX_QUEUES, labels_problem, queue_problem
 from proto import skiplock_pb2 as pb
@@ -161,6 +167,11 @@ def attempt_problem(request: pb.SubmitTaskRequest) -> str:
         "" if 0 <= request.timeout_ms <= MAX_TIMEOUT_MS else "timeout_ms is out of range",
         "" if request.output_cap_bytes >= 0 else "output_cap_bytes must not be negative",
         timestamp_problem(request, "not_before"),
+        env_problem(dict(request.env)),
+        cwd_problem(request.cwd) if request.cwd else "",
+        exit_codes_problem(list(request.success_exit_codes))
+        if request.success_exit_codes
+        else "",
     )
 
 

@@ -9,9 +9,17 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from common.limits import MAX_COMMAND_BYTES
+from common.limits import (
+    MAX_COMMAND_BYTES,
+    MAX_CWD_BYTES,
+    MAX_ENV_VARIABLES,
+    MAX_SUCCESS_EXIT_CODES,
+    cwd_problem,
+    env_problem,
+)
+from common.output import MAX_OUTPUT_CAP_BYTES
 from common.routing import DEFAULT_QUEUE, labels_problem, queue_problem
-from store.models import AttemptRow, TaskRow
+from store.models import AttemptRow, ScheduleSettings, TaskRow
 
 # Nothing is scheduled further ahead than this; a larger value is a mistake, not a plan.
 MAX_HORIZON_SECONDS = 10 * 366 * 86400
@@ -85,8 +93,20 @@ def check_queue(value: str) -> str:
     return value
 
 
+def check_env(value: dict[str, str]) -> dict[str, str]:
+    if problem := env_problem(value, "names"):
+        raise ValueError(problem)
+    return value
+
+
 def check_labels(value: dict[str, str]) -> dict[str, str]:
     if problem := labels_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def check_cwd(value: str) -> str:
+    if problem := cwd_problem(value, "cwd"):
         raise ValueError(problem)
     return value
 
@@ -94,9 +114,54 @@ def check_labels(value: dict[str, str]) -> dict[str, str]:
 # The queue a task waits in, and the labels a worker needs to take it (common/routing.py).
 Queue = Annotated[str, Field(max_length=64), AfterValidator(check_queue)]
 Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+Env = Annotated[
+    dict[str, str],
+    Field(
+        max_length=MAX_ENV_VARIABLES,
+        description="variables added to the command's environment: names of letters, digits "
+        "and _ (not starting with a digit or SKIPLOCK_), values without NUL, 64 KiB in all",
+    ),
+    AfterValidator(check_env),
+]
+Cwd = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_CWD_BYTES,
+        description="absolute working directory on the worker; the attempt fails with reason "
+        "spawn_failed when it does not exist there",
+    ),
+    AfterValidator(check_cwd),
+]
+ExitCodes = Annotated[
+    list[Annotated[int, Field(ge=0, le=255)]],
+    Field(
+        min_length=1,
+        max_length=MAX_SUCCESS_EXIT_CODES,
+        description="exit statuses that count as success",
+    ),
+]
+OutputCap = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_OUTPUT_CAP_BYTES,
+        description="bytes of output kept in the database at each end, when lower than the "
+        "worker's --output-cap-bytes; 0 keeps none",
+    ),
+]
 
 
-class ScheduleRequest(BaseModel):
+class ExecutionSettings(BaseModel):
+    """How a command runs, for a task and for every run of a schedule."""
+
+    env: Env = Field(default_factory=dict)
+    cwd: Cwd | None = None
+    success_exit_codes: ExitCodes = Field(default_factory=lambda: [0])
+    output_cap_bytes: OutputCap | None = None
+
+
+class ScheduleRequest(ExecutionSettings):
     """POST /schedule. At most one of delay_seconds and scheduled_at; neither means now."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -197,6 +262,7 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
         "priority": task.priority,
         "queue": task.queue,
         "labels": task.labels,
+        **execution_view(task),
         "attempts": [attempt_view(a) for a in attempts],
     }
 
@@ -261,6 +327,12 @@ class TaskDetailView(TaskStatusView):
     priority: int = Field(description="-100..100, higher first; +1 per minute waited")
     queue: str
     labels: dict[str, str] = Field(description="labels a worker needs to take the task")
+    env: dict[str, str] = Field(description="variables added to the command's environment")
+    cwd: str | None = Field(description="working directory; null: the worker's own")
+    success_exit_codes: list[int] = Field(description="exit statuses that count as success")
+    output_cap_bytes: int | None = Field(
+        description="bytes of output kept at each end; null: the worker's --output-cap-bytes"
+    )
     waiting_for: str | None = Field(
         default=None, description="why a due queued task is not running yet, when known"
     )
@@ -272,3 +344,11 @@ class TaskList(BaseModel):
     next_cursor: str | None = Field(
         default=None, description="pass back as `cursor` for the next page; null on the last"
     )
+def execution_view(row: TaskRow | ScheduleSettings) -> dict[str, Any]:
+    """The execution settings of a task or a schedule, as GET answers them."""
+    return {
+        "env": row.env,
+        "cwd": row.cwd,
+        "success_exit_codes": row.success_exit_codes,
+        "output_cap_bytes": row.output_cap_bytes,
+    }

@@ -13,12 +13,18 @@ from common.routing import DEFAULT_QUEUE
 from scheduler_svc.api_models import (
     Backoff,
     Command,
+    Cwd,
+    Env,
+    ExecutionSettings,
+    ExitCodes,
     Labels,
+    OutputCap,
     Priority,
     Queue,
     Retries,
     TaskStatusView,
     TimeoutSeconds,
+    execution_view,
     rfc3339,
 )
 from store.models import ScheduleRow, TickRow
@@ -61,8 +67,8 @@ CatchupWindow = Annotated[int, Field(ge=1, le=MAX_CATCHUP_WINDOW_SECONDS)]
 Jitter = Annotated[float, Field(ge=0, le=MAX_JITTER_SECONDS, allow_inf_nan=False)]
 
 
-class ScheduleCreate(BaseModel):
-    """POST /schedules."""
+class ScheduleCreate(ExecutionSettings):
+    """POST /schedules; the execution settings apply to every run."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -80,6 +86,10 @@ class ScheduleCreate(BaseModel):
     priority: Priority = 0
     queue: Queue = DEFAULT_QUEUE
     labels: Labels = Field(default_factory=dict)
+
+
+# Fields a PATCH may set to null: null removes the setting.
+NULLABLE = frozenset({"timeout_seconds", "cwd", "output_cap_bytes"})
 
 
 class SchedulePatch(BaseModel):
@@ -101,13 +111,17 @@ class SchedulePatch(BaseModel):
     priority: Priority | None = None
     queue: Queue | None = None
     labels: Labels | None = None
+    env: Env | None = None
+    cwd: Cwd | None = None  # null: the worker's working directory
+    success_exit_codes: ExitCodes | None = None
+    output_cap_bytes: OutputCap | None = None  # null: the worker's cap
 
     def null_fields(self) -> list[str]:
         """Fields sent as null that cannot be null."""
         return sorted(
             name
             for name in self.model_fields_set
-            if getattr(self, name) is None and name != "timeout_seconds"
+            if getattr(self, name) is None and name not in NULLABLE
         )
 
 
@@ -133,6 +147,7 @@ def schedule_view(row: ScheduleRow, upcoming: list[datetime]) -> dict[str, Any]:
         "priority": row.priority,
         "queue": row.queue,
         "labels": row.labels,
+        **execution_view(row),
         "created_at": rfc3339(row.created_at),
         "updated_at": rfc3339(row.updated_at),
         "active_from": rfc3339(row.active_from),

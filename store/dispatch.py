@@ -213,7 +213,7 @@ WITH available AS (
     JOIN slots s ON s.queues = d.queues AND s.labels = d.labels AND s.n = d.n
     WHERE t.id = d.id
     RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at,
-              t.schedule_id
+              t.schedule_id, t.env, t.cwd, t.success_exit_codes, t.output_cap_bytes
 ), opened AS (
     INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
     SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
@@ -228,7 +228,8 @@ WITH available AS (
             FROM tasks WHERE status = 'queued' AND run_at > now()) AS next_due_in
 )
 SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
-       w.address, c.schedule_id, h.free, h.more, h.next_due_in
+       w.address, c.schedule_id, c.env, c.cwd, c.success_exit_codes, c.output_cap_bytes,
+       h.free, h.more, h.next_due_in
 FROM hint h
 LEFT JOIN (claimed c JOIN workers w ON w.id = c.worker_id) ON true
 """

@@ -44,6 +44,11 @@ class TaskRow:
     # the queue it waits in, and the labels a worker needs to take it (migration 010)
     queue: str = DEFAULT_QUEUE
     labels: dict[str, str] = field(default_factory=dict)
+    # How the command runs (migration 011).
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    success_exit_codes: list[int] = field(default_factory=lambda: [0])
+    output_cap_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class NewTask:
     priority: int = 0
     queue: str = DEFAULT_QUEUE
     labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    success_exit_codes: list[int] = field(default_factory=lambda: [0])
+    output_cap_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,12 @@ class ClaimedAttempt:
     worker_id: str
     address: str
     schedule_id: UUID | None
+    # variables added to the base environment; the working directory (None: the worker's);
+    # exit statuses that count as success; output cap (None: the worker's)
+    env: dict[str, str]
+    cwd: str | None
+    success_exit_codes: list[int]
+    output_cap_bytes: int | None
 
 
 CLAIMED_FIELDS = tuple(f.name for f in fields(ClaimedAttempt))
@@ -265,6 +280,11 @@ class ScheduleSettings:
     priority: int = 0
     queue: str = DEFAULT_QUEUE
     labels: dict[str, str] = field(default_factory=dict)
+    # The execution settings of every run it starts (as a task's).
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    success_exit_codes: list[int] = field(default_factory=lambda: [0])
+    output_cap_bytes: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,8 +32,11 @@ async def database_now(conn: Conn) -> datetime:
 
 
 def settings_params(settings: ScheduleSettings) -> dict[str, Any]:
-    """A schedule's settings as statement parameters (labels as JSON text)."""
-    return asdict(settings) | {"labels": json.dumps(settings.labels)}
+    """A schedule's settings as statement parameters (labels and env as JSON text)."""
+    return asdict(settings) | {
+        "labels": json.dumps(settings.labels),
+        "env": json.dumps(settings.env),
+    }
 
 
 # Create a schedule; with its name taken by a live schedule, insert nothing.
@@ -41,12 +44,14 @@ INSERT_SCHEDULE = """
 INSERT INTO schedules (id, name, cron, timezone, command, overlap, catchup_window_seconds,
                        timeout_seconds, max_retries, retry_backoff_seconds, paused,
                        jitter_seconds, created_at, updated_at, anchor_at, active_from,
-                       next_fire_at, priority, queue, labels)
+                       next_fire_at, priority, queue, labels, env, cwd, success_exit_codes,
+                       output_cap_bytes)
 VALUES (%(id)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(overlap)s,
         %(catchup_window_seconds)s, %(timeout_seconds)s, %(max_retries)s,
         %(retry_backoff_seconds)s, %(paused)s, %(jitter_seconds)s,
         %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s, %(priority)s, %(queue)s,
-        %(labels)s::jsonb)
+        %(labels)s::jsonb, %(env)s::jsonb, %(cwd)s, %(success_exit_codes)s::smallint[],
+        %(output_cap_bytes)s)
 ON CONFLICT (name) WHERE deleted_at IS NULL DO NOTHING
 RETURNING *
 """
@@ -104,6 +109,8 @@ SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, command = %(comma
     timeout_seconds = %(timeout_seconds)s, max_retries = %(max_retries)s,
     retry_backoff_seconds = %(retry_backoff_seconds)s, jitter_seconds = %(jitter_seconds)s,
     priority = %(priority)s, queue = %(queue)s, labels = %(labels)s::jsonb,
+    env = %(env)s::jsonb, cwd = %(cwd)s, success_exit_codes = %(success_exit_codes)s::smallint[],
+    output_cap_bytes = %(output_cap_bytes)s,
     active_from = CASE WHEN paused AND NOT %(paused)s THEN greatest(active_from, %(at)s)
                        ELSE active_from END,
     paused = %(paused)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
@@ -258,14 +265,16 @@ WITH decided AS (
 ), started AS (
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                        timeout_seconds, schedule_id, fire_time, exclusive_run, status,
-                       cancelled_at, completed_at, last_reason, priority, queue, labels)
+                       cancelled_at, completed_at, last_reason, priority, queue, labels, env,
+                       cwd, success_exit_codes, output_cap_bytes)
     SELECT k.task_id, s.command, k.fire_time,
            k.fire_time + make_interval(secs => random() * s.jitter_seconds),
            s.max_retries, s.retry_backoff_seconds, s.timeout_seconds, s.id, k.fire_time,
            s.overlap <> 'allow',
            CASE WHEN d.run_cancelled THEN 'cancelled' ELSE 'queued' END,
            CASE WHEN d.run_cancelled THEN now() END, CASE WHEN d.run_cancelled THEN now() END,
-           CASE WHEN d.run_cancelled THEN 'cancelled' END, s.priority, s.queue, s.labels
+           CASE WHEN d.run_cancelled THEN 'cancelled' END, s.priority, s.queue, s.labels,
+           s.env, s.cwd, s.success_exit_codes, s.output_cap_bytes
     FROM ticked k
     JOIN decided d USING (schedule_id, fire_time)
     JOIN schedules s ON s.id = k.schedule_id
@@ -299,9 +308,11 @@ async def record_ticks(
 # A run of a schedule outside its cron (POST /schedules/{id}/trigger): due now, no tick.
 INSERT_TRIGGERED_RUN = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                   timeout_seconds, schedule_id, exclusive_run, priority, queue, labels)
+                   timeout_seconds, schedule_id, exclusive_run, priority, queue, labels, env,
+                   cwd, success_exit_codes, output_cap_bytes)
 SELECT %(task_id)s, command, now(), now(), max_retries, retry_backoff_seconds, timeout_seconds,
-       id, overlap <> 'allow', priority, queue, labels
+       id, overlap <> 'allow', priority, queue, labels, env, cwd, success_exit_codes,
+       output_cap_bytes
 FROM schedules WHERE id = %(id)s
 RETURNING *
 """

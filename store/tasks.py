@@ -20,10 +20,12 @@ from store.wakeups import WAKEUP_CHANNEL, Topic
 # Insert a task; with an idempotency key already taken, insert nothing and return nothing.
 INSERT_TASK = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                   timeout_seconds, idempotency_key, request_hash, priority, queue, labels)
+                   timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env,
+                   cwd, success_exit_codes, output_cap_bytes)
 SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
        %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s, %(queue)s,
-       %(labels)s::jsonb
+       %(labels)s::jsonb, %(env)s::jsonb, %(cwd)s, %(success_exit_codes)s::smallint[],
+       %(output_cap_bytes)s
 FROM (SELECT coalesce(
           %(scheduled_at)s::timestamptz,
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
@@ -51,8 +53,19 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
             "priority": new.priority,
             "queue": new.queue,
             "labels": json.dumps(new.labels),
+            **execution_params(new),
         },
     )
+
+
+def execution_params(new: NewTask) -> dict[str, object]:
+    """A task's execution settings as statement parameters (env as JSON text)."""
+    return {
+        "env": json.dumps(new.env),
+        "cwd": new.cwd,
+        "success_exit_codes": new.success_exit_codes,
+        "output_cap_bytes": new.output_cap_bytes,
+    }
 
 
 # The INSERT behind every multi-row submit, from parallel arrays (one element per task): the
@@ -60,16 +73,21 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
 # out (its caller looks the key up).
 _INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
-                       timeout_seconds, idempotency_key, request_hash, priority, queue, labels)
+                       timeout_seconds, idempotency_key, request_hash, priority, queue, labels,
+                       env, cwd, success_exit_codes, output_cap_bytes)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
-           n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority, n.queue, n.labels
+           n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority, n.queue, n.labels,
+           n.env::jsonb, n.cwd, n.success_exit_codes::smallint[], n.output_cap_bytes
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
                 %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
                 %(idempotency_keys)s::text[], %(request_hashes)s::text[], %(priorities)s::int[],
-                %(queues)s::text[], %(labels)s::jsonb[])
+                %(queues)s::text[], %(labels)s::jsonb[],
+                %(envs)s::text[], %(cwds)s::text[], %(success_exit_codes)s::text[],
+                %(output_cap_bytes)s::int[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
-               timeout_seconds, idempotency_key, request_hash, priority, queue, labels)
+               timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env, cwd,
+               success_exit_codes, output_cap_bytes)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
@@ -96,8 +114,13 @@ def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
             request_hashes="request_hash",
             priorities="priority",
             queues="queue",
+            cwds="cwd",
+            output_cap_bytes="output_cap_bytes",
         ),
         "labels": [json.dumps(t.labels) for t in tasks],
+        # One element per task: JSON text, and '{0,3}' text for each list of exit statuses.
+        "envs": [json.dumps(t.env) for t in tasks],
+        "success_exit_codes": [pg_int_array(t.success_exit_codes) for t in tasks],
     }
 
 
@@ -136,6 +159,11 @@ async def get_keyed_tasks(conn: Conn, keys: Sequence[str]) -> dict[str, tuple[UU
     """Idempotency key -> (task id, request fingerprint), for the keys that name a task."""
     cur = await conn.execute(SELECT_TASKS_BY_IDEMPOTENCY_KEY, {"keys": list(keys)})
     return {key: (task_id, digest) for key, task_id, digest in await cur.fetchall()}
+
+
+def pg_int_array(values: Sequence[int]) -> str:
+    """An int array's text form, for an element of a text[] cast per row."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
 # One task by id.

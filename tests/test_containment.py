@@ -74,3 +74,102 @@ def test_a_command_sees_the_base_the_allow_list_and_its_identity_but_no_secret(c
     skiplock = {name for name in env if name.startswith("SKIPLOCK_")}
     assert env["SKIPLOCK_WORKER_ID"] == "worker-1"
     assert skiplock == {"SKIPLOCK_TASK_ID", "SKIPLOCK_ATTEMPT", "SKIPLOCK_WORKER_ID"}, env
+
+
+# --- per-task execution settings ----------------------------------------------------------------
+
+
+def test_a_tasks_own_env_is_added_and_shown(contained):
+    env = environment_of(contained, env={"GREETING": "hello world", "PATH": "/usr/bin:/bin"})
+    assert env["GREETING"] == "hello world"
+    assert env["PATH"] == "/usr/bin:/bin"  # the task's own wins over the base
+    assert not [name for name in env if name in SECRETS], env
+    detail = contained.http.get(f"/tasks/{env['_task_id']}").json()
+    assert detail["env"] == {"GREETING": "hello world", "PATH": "/usr/bin:/bin"}
+    assert (detail["cwd"], detail["success_exit_codes"]) == (None, [0])
+
+
+def test_the_working_directory_is_honoured_and_a_missing_one_is_a_clear_failure(
+    contained, tmp_path
+):
+    task_id = submit(contained, "pwd", cwd=str(tmp_path))
+    assert finished(contained, task_id)["status"] == "succeeded"
+    assert output(contained, task_id) == f"{tmp_path}\n"
+    assert contained.http.get(f"/tasks/{task_id}").json()["cwd"] == str(tmp_path)
+
+    missing = tmp_path / "not-here"
+    task_id = submit(contained, "pwd", cwd=str(missing))
+    detail = finished(contained, task_id)
+    assert (detail["status"], detail["last_reason"]) == ("failed", "spawn_failed")
+    assert str(missing) in detail["attempts"][0]["detail"]
+    assert "does not exist" in detail["attempts"][0]["detail"]
+
+
+def test_success_exit_codes_decide_success(contained):
+    three = submit(contained, "exit 3", success_exit_codes=[0, 3])
+    four = submit(contained, "exit 4", success_exit_codes=[0, 3])
+    zero = submit(contained, "exit 0", success_exit_codes=[3])
+    assert finished(contained, three)["status"] == "succeeded"
+    assert finished(contained, three)["exit_code"] == 3
+    assert finished(contained, four)["status"] == "failed"
+    assert finished(contained, zero)["status"] == "failed"
+
+
+def test_the_output_cap_is_per_task(contained):
+    task_id = submit(contained, "printf 'abcdefghij%.0s' $(seq 100)", output_cap_bytes=10)
+    assert finished(contained, task_id)["status"] == "succeeded"
+    response = contained.http.get(f"/tasks/{task_id}/output")
+    assert response.headers["x-skiplock-output-bytes"] == "1000"
+    assert response.text.startswith("abcdefghij") and response.text.endswith("abcdefghij")
+    assert len(response.content) < 200
+    assert contained.http.get(f"/tasks/{task_id}").json()["output_cap_bytes"] == 10
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("env", {"SKIPLOCK_CLUSTER_TOKEN": "x"}, "reserved"),
+        ("env", {"1BAD": "x"}, "not a variable name"),
+        ("env", {"A=B": "x"}, "not a variable name"),
+        ("env", {"A": "x\u0000y"}, "NUL"),
+        ("env", {"A": 1}, "string"),
+        ("env", {f"V{i}": "x" for i in range(257)}, "256"),
+        ("env", {"A": "x" * 70000}, "65536"),
+        ("cwd", "relative/dir", "absolute"),
+        ("cwd", "/a\u0000b", "NUL"),
+        ("success_exit_codes", [256], "255"),
+        ("success_exit_codes", [], "at least 1"),
+        ("output_cap_bytes", 2 * 1024 * 1024, "1048576"),
+    ],
+)
+def test_bad_execution_settings_are_refused_with_a_reason(contained, field, value, says):
+    response = contained.http.post("/schedule", json={"command": "true", field: value})
+    assert response.status_code == 422, response.text
+    assert says in response.text
+    schedule = {"name": f"bad-{field}", "cron": "@hourly", "command": "true", field: value}
+    assert contained.http.post("/schedules", json=schedule).status_code == 422
+
+
+def test_a_schedules_runs_carry_its_execution_settings(contained, tmp_path):
+    body = {
+        "name": "with-settings",
+        "cron": "@yearly",
+        "command": "pwd; echo $GREETING; exit 3",
+        "env": {"GREETING": "from the schedule"},
+        "cwd": str(tmp_path),
+        "success_exit_codes": [3],
+    }
+    created = contained.http.post("/schedules", json=body)
+    assert created.status_code == 201, created.text
+    schedule = created.json()
+    assert schedule["env"] == body["env"] and schedule["success_exit_codes"] == [3]
+    triggered = contained.http.post(f"/schedules/{schedule['id']}/trigger")
+    assert triggered.status_code == 201, triggered.text
+    task_id = triggered.json()["task"]["task_id"]
+    assert finished(contained, task_id)["status"] == "succeeded"
+    assert output(contained, task_id) == f"{tmp_path}\nfrom the schedule\n"
+    patched = contained.http.patch(
+        f"/schedules/{schedule['id']}", json={"cwd": None, "env": {}}
+    )
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["cwd"], patched.json()["env"]) == (None, {})

@@ -44,6 +44,10 @@ class Execution:
     output_cap: int = 0
     # The command's whole environment (worker_svc/environment.py); nothing else is inherited.
     env: dict[str, str] = field(default_factory=dict)
+    # Absolute working directory; None: the worker's own.
+    cwd: str | None = None
+    # Exit statuses reported as success.
+    success_exit_codes: frozenset[int] = frozenset({0})
     started_at: datetime | None = None
     # The output file as far as shipped, once spawned (None when output_cap is 0).
     output: OutputFile | None = None
@@ -64,7 +68,7 @@ class Execution:
 
 
 def spawn(
-    command: str, output_path: Path, env: dict[str, str]
+    command: str, output_path: Path, env: dict[str, str], cwd: str | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start `bash -c command` as the leader of a new session and process group, writing to a
     new output file; returns the process and the worker's own descriptor of that file (open
@@ -79,6 +83,7 @@ def spawn(
             start_new_session=True,
             close_fds=True,
             env=env,
+            cwd=cwd,
         )
     except BaseException:
         os.close(fd)
@@ -131,8 +136,13 @@ class ProcessRunner:
         await self._wait_until(execution.not_before, execution.stop_requested)
         if execution.stopped_as is not None:
             return Outcome(execution.stopped_as, None, datetime.now(UTC), "stopped before start")
+        if execution.cwd is not None and not os.path.isdir(execution.cwd):
+            detail = f"working directory {execution.cwd} does not exist on this worker"
+            return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         try:
-            proc, fd = spawn(execution.command, execution.output_path, execution.env)
+            proc, fd = spawn(
+                execution.command, execution.output_path, execution.env, execution.cwd
+            )
         except OSError as exc:
             detail = f"could not start bash: {exc}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
@@ -160,7 +170,8 @@ class ProcessRunner:
         if execution.stopped_as is not None:
             state = execution.stopped_as
         else:
-            state = pb.ATTEMPT_STATE_SUCCEEDED if code == 0 else pb.ATTEMPT_STATE_FAILED
+            succeeded = code in execution.success_exit_codes
+            state = pb.ATTEMPT_STATE_SUCCEEDED if succeeded else pb.ATTEMPT_STATE_FAILED
         return Outcome(state, code, finished)
 
     async def _terminate(self, pgid: int, exited: asyncio.Future[int]) -> None:

@@ -51,7 +51,11 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 output_cap=self.worker.output_cap(
                     request.output_cap_bytes if request.HasField("output_cap_bytes") else None
                 ),
-                env=self.worker.command_env(request.ref.task_id, request.ref.attempt, {}),
+                env=self.worker.command_env(
+                    request.ref.task_id, request.ref.attempt, dict(request.env)
+                ),
+                cwd=request.cwd or None,
+                success_exit_codes=frozenset(request.success_exit_codes or [0]),
             )
         )
         return pb.SubmitTaskResponse(accepted=True)

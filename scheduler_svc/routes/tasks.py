@@ -85,6 +85,10 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         priority=body.priority,
         queue=body.queue,
         labels=body.labels,
+        env=body.env,
+        cwd=body.cwd,
+        success_exit_codes=body.success_exit_codes,
+        output_cap_bytes=body.output_cap_bytes,
     )
 
 
