@@ -1,16 +1,19 @@
 """What a command sees and what it leaves behind, on a real cluster with real bash: its
 environment holds the minimal base, the worker's --pass-env allow-list and the attempt's
-identity, never the cluster's secrets."""
+identity, never the cluster's secrets; it runs with its own settings; and nothing it started,
+even what left its session, outlives the attempt."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.cluster import Cluster, wait_for
 from devtools.tasks import submit
+from tests.support.pids import pid_alive, read_pids
 
 SECRETS = ("SKIPLOCK_CLUSTER_TOKEN", "DATABASE_URL", "WORKER_ID", "WORKER_PRIVATE")
 
@@ -173,3 +176,61 @@ def test_a_schedules_runs_carry_its_execution_settings(contained, tmp_path):
     )
     assert patched.status_code == 200, patched.text
     assert (patched.json()["cwd"], patched.json()["env"]) == (None, {})
+
+
+# --- nothing outlives its attempt -------------------------------------------------------------
+
+# A grandchild that leaves the command's session and process group (setsid) from a subshell
+# that exits at once, so it is orphaned while the command still runs; it writes its pid, then
+# ticks into the attempt's output file until killed.
+ESCAPE = (
+    "( setsid bash -c 'echo $$ > {pidfile}; while true; do echo tick; sleep 0.05; done' & ); "
+    "until [ -s {pidfile} ]; do sleep 0.01; done; "
+)
+
+
+def gone(pid: int) -> bool:
+    return not pid_alive(pid)
+
+
+def assert_escapee_killed(cluster: Cluster, task_id: str, pidfile: Path) -> None:
+    (pid,) = read_pids(pidfile, 1)
+    wait_for(lambda: gone(pid), 10, message=f"escaped pid {pid} of {task_id} to be killed")
+    path = Path(finished(cluster, task_id)["output_path"])
+    size = path.stat().st_size
+    # Dead, so it cannot write: the file keeps its size once the attempt has ended.
+    assert not pid_alive(pid) and path.stat().st_size == size
+
+
+def test_an_escaped_child_is_killed_when_the_command_succeeds(contained, tmp_path):
+    pidfile = tmp_path / "pid"
+    task_id = submit(contained, ESCAPE.format(pidfile=pidfile) + "echo done")
+    assert finished(contained, task_id)["status"] == "succeeded"
+    assert_escapee_killed(contained, task_id, pidfile)
+
+
+def test_an_escaped_child_is_killed_when_the_command_times_out(contained, tmp_path):
+    pidfile = tmp_path / "pid"
+    task_id = submit(contained, ESCAPE.format(pidfile=pidfile) + "sleep 300", timeout_seconds=1)
+    detail = finished(contained, task_id)
+    assert (detail["status"], detail["last_reason"]) == ("failed", "timeout")
+    assert_escapee_killed(contained, task_id, pidfile)
+
+
+def test_an_escaped_child_is_killed_when_the_task_is_cancelled(contained, tmp_path):
+    pidfile = tmp_path / "pid"
+    task_id = submit(contained, ESCAPE.format(pidfile=pidfile) + "sleep 300")
+    (pid,) = read_pids(pidfile, 1)
+    assert pid_alive(pid)
+    assert contained.http.post(f"/tasks/{task_id}/cancel").status_code == 200
+    assert finished(contained, task_id)["status"] == "cancelled"
+    assert_escapee_killed(contained, task_id, pidfile)
+
+
+def test_a_double_forked_setsid_sleep_is_gone_after_success(contained, tmp_path):
+    """The issue's case: `setsid sleep 300 &` from a subshell, the command itself ends at once."""
+    pidfile = tmp_path / "pid"
+    task_id = submit(contained, f"( (setsid sleep 300 & echo $! > {pidfile}) & ); sleep 0.2")
+    assert finished(contained, task_id)["status"] == "succeeded"
+    (pid,) = read_pids(pidfile, 1)
+    wait_for(lambda: gone(pid), 10, message=f"setsid sleep {pid} to be killed")

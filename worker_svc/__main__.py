@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import uvloop
@@ -11,6 +12,7 @@ from common import logs
 from common.config import ConfigError
 from common.loops import install_stop_signals
 from worker_svc.config import load
+from worker_svc.reaper import become_subreaper
 from worker_svc.service import serve
 
 
@@ -20,6 +22,13 @@ async def main() -> None:
     except ConfigError as exc:
         sys.exit(f"worker: {exc}")
     logs.configure("worker", config.log)
+    # Orphaned descendants of commands become this process's children, so they can be found
+    # and killed when their attempt ends (worker_svc/reaper.py).
+    if not become_subreaper():
+        logging.getLogger(__name__).warning(
+            "not a child subreaper: a command's children that leave its session and "
+            "lose their parent cannot be found when the attempt ends"
+        )
     stop = asyncio.Event()
     install_stop_signals(stop)
     await serve(config, stop)

@@ -17,6 +17,7 @@ from typing import Any
 from common.loops import wait_any
 from proto import skiplock_pb2 as pb
 from worker_svc.output import OutputFile
+from worker_svc.reaper import Reaper
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ class ProcessRunner:
     Spawns on the event loop's thread and waits through pidfds: measured here, that costs the
     worker a third of the CPU per command that a thread pool's GIL hand-offs do."""
 
-    def __init__(self, kill_grace: float) -> None:
+    def __init__(self, kill_grace: float, reaper: Reaper | None = None) -> None:
         self.kill_grace = kill_grace
+        self.reaper = reaper or Reaper()
 
     async def run(self, execution: Execution, on_started: Callable[[], None]) -> Outcome:
         """Run the command to its end; `on_started` is called once it has been spawned."""
@@ -147,6 +149,9 @@ class ProcessRunner:
             detail = f"could not start bash: {exc}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         execution.started_at = datetime.now(UTC)
+        mark = (execution.task_id, str(execution.attempt))
+        self.reaper.leaders.add(proc.pid)
+        self.reaper.running.add(mark)
         if execution.output_cap > 0:
             execution.output = OutputFile(fd, execution.output_cap)
         else:
@@ -163,8 +168,11 @@ class ProcessRunner:
             execution.stop(pb.ATTEMPT_STATE_TIMED_OUT)  # no-op when asked to stop
             await self._terminate(proc.pid, exited)
         returncode = await exited
-        # Background children must not outlive their attempt.
+        self.reaper.leaders.discard(proc.pid)
+        self.reaper.running.discard(mark)
+        # Nothing the command started outlives its attempt, whether or not it left the group.
         signal_group(proc.pid, signal.SIGKILL)
+        self.reaper.sweep(proc.pid, execution.task_id, execution.attempt)
         finished = datetime.now(UTC)
         code = exit_code_of(returncode)
         if execution.stopped_as is not None:

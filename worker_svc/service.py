@@ -134,6 +134,8 @@ class Worker:
         """Heartbeat every interval; keep trying while coordinators are down."""
         while not stop.is_set():
             await self.heartbeat_once()
+            # Also collects what a sweep killed a moment after its end (reaper.py).
+            self.runner.reaper.reap()
             await wait_any([stop], self.heartbeat_interval)
 
     async def heartbeat_once(self) -> None:

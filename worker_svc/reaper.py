@@ -1,0 +1,186 @@
+"""Nothing a command starts outlives its attempt.
+
+A command runs as the leader of its own session and process group, so a signal to the group
+reaches every child that stayed in it. A child that left (`setsid`, `setpgid`, a double fork)
+is found another way: the worker is a child subreaper (prctl PR_SET_CHILD_SUBREAPER, set in
+`worker_svc.__main__`), so such a child, once its parents are gone, becomes the worker's own
+child instead of init's, and it still carries the attempt's SKIPLOCK_TASK_ID and
+SKIPLOCK_ATTEMPT in its initial environment (/proc/PID/environ). When an attempt ends, however
+it ends, the sweep kills its group, its session, the worker's adopted children marked with the
+attempt (and those that carry no attempt at all: only a command that cleared its environment
+leaves those), and every descendant of all of them; then it reaps what it adopted.
+
+The sweep reads /proc once per attempt end (about a millisecond with a hundred processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+# Rounds of stop-and-look before the kill: a process forking as it is found is caught in the
+# next round, since a stopped process forks no more.
+MAX_ROUNDS = 5
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants; False where not supported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def is_subreaper() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
+            return False
+        return flag.value != 0
+    except (OSError, AttributeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+
+
+def read_proc(pid: int) -> Proc | None:
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 1024)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
+    fields = text[text.rfind(b")") + 2 :].split(b" ", 4)
+    if len(fields) < 4:
+        return None
+    return Proc(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]))
+
+
+def processes() -> dict[int, Proc]:
+    found = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            proc = read_proc(int(entry.name))
+            if proc is not None:
+                found[proc.pid] = proc
+    return found
+
+
+def attempt_mark(pid: int) -> tuple[str, str] | None:
+    """The (task id, attempt) a process was started with; None when it carries none."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            environ = file.read()
+    except OSError:
+        return None
+    values = {}
+    for item in environ.split(b"\0"):
+        name, _, value = item.partition(b"=")
+        if name in (b"SKIPLOCK_TASK_ID", b"SKIPLOCK_ATTEMPT"):
+            values[name] = value.decode(errors="replace")
+    if len(values) < 2:
+        return None
+    return values[b"SKIPLOCK_TASK_ID"], values[b"SKIPLOCK_ATTEMPT"]
+
+
+def descendants(roots: Iterable[int], procs: dict[int, Proc]) -> set[int]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for proc in procs.values():
+        children[proc.ppid].append(proc.pid)
+    found: set[int] = set()
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found.add(pid)
+            stack.extend(children[pid])
+    return found
+
+
+class Reaper:
+    """Finds and kills what an ended attempt left behind, and reaps the worker's adopted
+    children. `leaders` are the commands' own processes, which their runner reaps."""
+
+    def __init__(self, adopting: bool | None = None) -> None:
+        # Orphans come to this process only when it is a subreaper (or init).
+        self.adopting = (is_subreaper() or os.getpid() == 1) if adopting is None else adopting
+        self.leaders: set[int] = set()
+        # Attempts still running here, as their marks: their adopted children are left alone.
+        self.running: set[tuple[str, str]] = set()
+
+    def leftovers(self, leader: int, mark: tuple[str, str], procs: dict[int, Proc]) -> set[int]:
+        """Every process of the attempt led by `leader` still alive."""
+        me = os.getpid()
+        roots = {
+            p.pid
+            for p in procs.values()
+            if (p.pgrp == leader or p.session == leader) and p.pid != me
+        }
+        if self.adopting:
+            for p in procs.values():
+                if p.ppid != me or p.pid in self.leaders or p.state in ("Z", "X"):
+                    continue
+                found = attempt_mark(p.pid)
+                if found == mark or found is None or found not in self.running:
+                    roots.add(p.pid)
+        return {pid for pid in descendants(roots, procs) if procs[pid].state not in ("Z", "X")}
+
+    def sweep(self, leader: int, task_id: str, attempt: int) -> int:
+        """Kill what is left of the attempt (the leader has been reaped); returns how many."""
+        mark = (task_id, str(attempt))
+        stopped: set[int] = set()
+        for _ in range(MAX_ROUNDS):
+            found = self.leftovers(leader, mark, processes()) - stopped
+            if not found:
+                break
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= found
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        self.reap()
+        if stopped:
+            log.info(
+                "killed %d process(es) left behind by task %s attempt %d",
+                len(stopped),
+                task_id,
+                attempt,
+            )
+        return len(stopped)
+
+    def reap(self) -> None:
+        """Collect the exit status of every adopted child that has ended (never a leader's:
+        its runner waits for that one)."""
+        if not self.adopting:
+            return
+        me = os.getpid()
+        for proc in processes().values():
+            if proc.ppid == me and proc.pid not in self.leaders:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(proc.pid, os.WNOHANG)
