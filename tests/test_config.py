@@ -333,3 +333,11 @@ def test_the_worker_builds_a_minimal_command_environment_with_its_allow_list():
 def test_pass_env_refuses_secrets_and_bad_names(names):
     with pytest.raises(ConfigError, match="--pass-env"):
         worker_config.load([f"--pass-env={names}"], {})
+
+
+def test_output_group_by_name_or_number():
+    assert worker_config.load([], {}).output_group is None
+    assert worker_config.load(["--output-group=root"], {}).output_group == 0
+    assert worker_config.load(["--output-group=1234"], {}).output_group == 1234
+    with pytest.raises(ConfigError, match="--output-group"):
+        worker_config.load(["--output-group=no-such-group-here"], {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,8 @@ class WorkerConfig:
     # carry both)
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     labels: tuple[tuple[str, str], ...] = ()
+    # group id owning the output files (mode 0640); None keeps them 0600, the worker's alone
+    output_group: int | None = None
 
     @property
     def worker_id(self) -> str:
@@ -203,6 +206,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         help="comma-separated key=value labels tasks may ask for, e.g. gpu=a100,zone=eu "
         "(default $SKIPLOCK_LABELS or none)",
     )
+    parser.add_argument(
+        "--output-group",
+        default=None,
+        help="group name or id given the output files, readable by it (mode 0640); "
+        "default: mode 0600, the worker's user alone",
+    )
     add_ready_file_flag(parser)
     add_log_flags(parser, env)
     add_metrics_flag(parser, env)
@@ -256,4 +265,16 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         labels=tuple(sorted(labels.items())),
         output_retention=output_retention(args.output_retention),
         command_env=base_environment(env, parse_pass_env(args.pass_env)),
+        output_group=None if args.output_group is None else group_id(args.output_group),
     )
+
+
+def group_id(value: str) -> int:
+    """A group name or number, as --output-group gives it."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ConfigError(f"--output-group: no group named {text!r}") from None

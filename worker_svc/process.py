@@ -68,28 +68,45 @@ class Execution:
         self.stop_requested.set()
 
 
-def spawn(
-    command: str, output_path: Path, env: dict[str, str], cwd: str | None = None
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Start `bash -c command` as the leader of a new session and process group, writing to a
-    new output file; returns the process and the worker's own descriptor of that file (open
-    for reading, so shipping the output never looks the path up again)."""
-    fd = os.open(output_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+class OutputFileExists(OSError):
+    """Something is already at an attempt's output path: it is neither overwritten nor, when it
+    is a symbolic link, followed."""
+
+
+def create_output(path: Path, group: int | None = None) -> int:
+    """Create an attempt's output file, exclusively and without following a symbolic link:
+    mode 0600, or 0640 owned by `group`. Returns a descriptor open for reading and writing."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        proc = subprocess.Popen(
-            ["bash", "-c", command],
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd=cwd,
-        )
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise OutputFileExists(f"output file {path} already exists: not overwritten") from None
+    try:
+        if group is not None:
+            os.fchown(fd, -1, group)
+        os.fchmod(fd, 0o600 if group is None else 0o640)
     except BaseException:
         os.close(fd)
         raise
-    return proc, fd
+    return fd
+
+
+def spawn(
+    command: str, output_fd: int, env: dict[str, str], cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `bash -c command` as the leader of a new session and process group, writing to
+    the output file (the worker keeps its own descriptor, so shipping the output never looks
+    the path up again)."""
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        stdin=subprocess.DEVNULL,
+        stdout=output_fd,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -129,9 +146,13 @@ class ProcessRunner:
     Spawns on the event loop's thread and waits through pidfds: measured here, that costs the
     worker a third of the CPU per command that a thread pool's GIL hand-offs do."""
 
-    def __init__(self, kill_grace: float, reaper: Reaper | None = None) -> None:
+    def __init__(
+        self, kill_grace: float, reaper: Reaper | None = None, output_group: int | None = None
+    ) -> None:
         self.kill_grace = kill_grace
         self.reaper = reaper or Reaper()
+        # Group owning the output files (mode 0640); None keeps them 0600.
+        self.output_group = output_group
 
     async def run(self, execution: Execution, on_started: Callable[[], None]) -> Outcome:
         """Run the command to its end; `on_started` is called once it has been spawned."""
@@ -142,10 +163,17 @@ class ProcessRunner:
             detail = f"working directory {execution.cwd} does not exist on this worker"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         try:
-            proc, fd = spawn(
-                execution.command, execution.output_path, execution.env, execution.cwd
-            )
+            fd = create_output(execution.output_path, self.output_group)
+        except OutputFileExists as exc:
+            detail = f"{exc} (a symbolic link there is never followed)"
+            return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         except OSError as exc:
+            detail = f"could not create output file {execution.output_path}: {exc.strerror}"
+            return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
+        try:
+            proc = spawn(execution.command, fd, execution.env, execution.cwd)
+        except OSError as exc:
+            os.close(fd)
             detail = f"could not start bash: {exc}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         execution.started_at = datetime.now(UTC)

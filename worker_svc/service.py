@@ -41,7 +41,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, client: CoordinatorClient) -> None:
         self.config = config
         self.client = client
-        self.runner = ProcessRunner(config.kill_grace)
+        self.runner = ProcessRunner(config.kill_grace, output_group=config.output_group)
         self.reporter = Reporter(client, config.worker_id, self.on_stale)
         self.executions: dict[Key, Execution] = {}
         self.draining = False

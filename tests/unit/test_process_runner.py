@@ -4,6 +4,9 @@ not_before. No services, no database."""
 from __future__ import annotations
 
 import asyncio
+import grp
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -165,4 +168,37 @@ def test_an_output_file_that_cannot_be_created_is_a_spawn_failure(tmp_path):
     work = execution(tmp_path, "true", output_path=tmp_path / "missing" / "out.log")
     outcome, starts = asyncio.run(run(ProcessRunner(5.0), work))
     assert (outcome.state, outcome.exit_code, starts) == (pb.ATTEMPT_STATE_SPAWN_FAILED, None, 0)
-    assert "could not start bash" in outcome.detail
+    assert "could not create output file" in outcome.detail
+
+
+def test_output_files_are_private_and_created_anew(tmp_path):
+    work = execution(tmp_path, "echo private")
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0), work))
+    assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
+    assert stat.S_IMODE(work.output_path.stat().st_mode) == 0o600
+    # The same path again (a planted file, or the same attempt twice): never overwritten.
+    outcome, starts = asyncio.run(run(ProcessRunner(5.0), execution(tmp_path, "echo again")))
+    assert (outcome.state, starts) == (pb.ATTEMPT_STATE_SPAWN_FAILED, 0)
+    assert "already exists" in outcome.detail
+    assert work.output_path.read_text() == "private\n"
+
+
+def test_a_symlink_at_the_output_path_is_never_followed(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "out.log"
+    link.symlink_to(target)
+    outcome, starts = asyncio.run(run(ProcessRunner(5.0), execution(tmp_path, "echo overwrite")))
+    assert (outcome.state, outcome.exit_code, starts) == (pb.ATTEMPT_STATE_SPAWN_FAILED, None, 0)
+    assert "symbolic link there is never followed" in outcome.detail
+    assert target.read_text() == "keep me\n" and link.is_symlink()
+
+
+def test_output_files_may_belong_to_a_group(tmp_path):
+    # root may give a file any group; anyone else, one of their own
+    group = grp.getgrnam("daemon").gr_gid if os.geteuid() == 0 else os.getgid()
+    work = execution(tmp_path, "echo shared")
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0, output_group=group), work))
+    assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
+    info = work.output_path.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o640, group)
