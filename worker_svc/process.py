@@ -200,7 +200,7 @@ class ProcessRunner:
         self.reaper.running.discard(mark)
         # Nothing the command started outlives its attempt, whether or not it left the group.
         signal_group(proc.pid, signal.SIGKILL)
-        self.reaper.sweep(proc.pid, execution.task_id, execution.attempt)
+        self.reaper.attempt_ended(proc.pid)
         finished = datetime.now(UTC)
         code = exit_code_of(returncode)
         if execution.stopped_as is not None:

@@ -10,11 +10,13 @@ it ends, the sweep kills its group, its session, the worker's adopted children m
 attempt (and those that carry no attempt at all: only a command that cleared its environment
 leaves those), and every descendant of all of them; then it reaps what it adopted.
 
-The sweep reads /proc once per attempt end (about a millisecond with a hundred processes).
+A sweep reads /proc (about a millisecond with a hundred processes), once for all the attempts
+that ended since the last one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -122,8 +124,14 @@ def descendants(roots: Iterable[int], procs: dict[int, Proc]) -> set[int]:
 
 
 class Reaper:
-    """Finds and kills what an ended attempt left behind, and reaps the worker's adopted
-    children. `leaders` are the commands' own processes, which their runner reaps."""
+    """Finds and kills what ended attempts left behind, and reaps the worker's adopted
+    children. `leaders` are the commands' own processes, which their runner reaps.
+
+    A sweep reads /proc once for every attempt that ended since the last one: at once when the
+    worker is quiet, at most every SWEEP_INTERVAL under load, so its cost stays bounded however
+    many commands end per second."""
+
+    SWEEP_INTERVAL = 0.05
 
     def __init__(self, adopting: bool | None = None) -> None:
         # Orphans come to this process only when it is a subreaper (or init).
@@ -131,30 +139,54 @@ class Reaper:
         self.leaders: set[int] = set()
         # Attempts still running here, as their marks: their adopted children are left alone.
         self.running: set[tuple[str, str]] = set()
+        # Leaders of attempts that ended since the last sweep.
+        self.ended: set[int] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_sweep = 0.0
 
-    def leftovers(self, leader: int, mark: tuple[str, str], procs: dict[int, Proc]) -> set[int]:
-        """Every process of the attempt led by `leader` still alive."""
+    def attempt_ended(self, leader: int) -> None:
+        """The attempt led by `leader` (reaped already) has ended: sweep for what it left."""
+        self.ended.add(leader)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._last_sweep + self.SWEEP_INTERVAL - loop.time())
+            self._timer = loop.call_later(delay, self._sweep_ended)
+
+    def _sweep_ended(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        self._last_sweep = loop.time()
+        ended, self.ended = self.ended, set()
+        if self.sweep(ended) and self._timer is None:
+            # Collect what was just killed once it has died.
+            self._timer = loop.call_later(self.SWEEP_INTERVAL, self._sweep_ended)
+
+    def leftovers(self, ended: set[int], procs: dict[int, Proc]) -> set[int]:
+        """Every live process of the ended attempts: in their groups or sessions, adopted and
+        marked with an attempt no longer running (or with none), and their descendants."""
         me = os.getpid()
         roots = {
             p.pid
             for p in procs.values()
-            if (p.pgrp == leader or p.session == leader) and p.pid != me
+            if (p.pgrp in ended or p.session in ended) and p.pid != me
         }
         if self.adopting:
             for p in procs.values():
                 if p.ppid != me or p.pid in self.leaders or p.state in ("Z", "X"):
                     continue
-                found = attempt_mark(p.pid)
-                if found == mark or found is None or found not in self.running:
+                if attempt_mark(p.pid) not in self.running:
                     roots.add(p.pid)
         return {pid for pid in descendants(roots, procs) if procs[pid].state not in ("Z", "X")}
 
-    def sweep(self, leader: int, task_id: str, attempt: int) -> int:
-        """Kill what is left of the attempt (the leader has been reaped); returns how many."""
-        mark = (task_id, str(attempt))
+    def sweep(self, ended: set[int]) -> int:
+        """Stop, then kill, what is left of the ended attempts; reap adopted children that
+        have died. Returns how many processes it killed."""
         stopped: set[int] = set()
         for _ in range(MAX_ROUNDS):
-            found = self.leftovers(leader, mark, processes()) - stopped
+            procs = processes()
+            if not stopped:
+                self._reap(procs)
+            found = self.leftovers(ended, procs) - stopped
             if not found:
                 break
             for pid in found:
@@ -164,23 +196,21 @@ class Reaper:
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        self.reap()
         if stopped:
-            log.info(
-                "killed %d process(es) left behind by task %s attempt %d",
-                len(stopped),
-                task_id,
-                attempt,
-            )
+            log.info("killed %d process(es) left behind by ended attempts", len(stopped))
         return len(stopped)
 
     def reap(self) -> None:
-        """Collect the exit status of every adopted child that has ended (never a leader's:
-        its runner waits for that one)."""
+        """Collect the exit status of every adopted child that has ended."""
+        if self.adopting:
+            self._reap(processes())
+
+    def _reap(self, procs: dict[int, Proc]) -> None:
+        """Never a leader's exit status: its runner waits for that one."""
         if not self.adopting:
             return
         me = os.getpid()
-        for proc in processes().values():
-            if proc.ppid == me and proc.pid not in self.leaders:
+        for proc in procs.values():
+            if proc.ppid == me and proc.state in ("Z", "X") and proc.pid not in self.leaders:
                 with contextlib.suppress(ChildProcessError, OSError):
                     os.waitpid(proc.pid, os.WNOHANG)
