@@ -193,10 +193,22 @@ def gone(pid: int) -> bool:
     return not pid_alive(pid)
 
 
+def ended_attempt(cluster: Cluster, task_id: str) -> dict[str, Any]:
+    """The task's latest attempt once its worker's report of the end has been recorded (a
+    cancelled task is cancelled before that report arrives)."""
+
+    def ended() -> dict[str, Any]:
+        attempts = cluster.http.get(f"/tasks/{task_id}").json()["attempts"]
+        last: dict[str, Any] = attempts[-1] if attempts else {}
+        return last if last.get("ended_at") and last.get("output_path") else {}
+
+    return wait_for(ended, 30, interval=0.05, message=f"the end of {task_id}'s attempt")
+
+
 def assert_escapee_killed(cluster: Cluster, task_id: str, pidfile: Path) -> None:
     (pid,) = read_pids(pidfile, 1)
     wait_for(lambda: gone(pid), 10, message=f"escaped pid {pid} of {task_id} to be killed")
-    path = Path(finished(cluster, task_id)["output_path"])
+    path = Path(ended_attempt(cluster, task_id)["output_path"])
     size = path.stat().st_size
     # Dead, so it cannot write: the file keeps its size once the attempt has ended.
     assert not pid_alive(pid) and path.stat().st_size == size
