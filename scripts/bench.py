@@ -7,6 +7,7 @@ Runs, back to back on this machine:
   drain    COUNT tasks submitted as fast as possible (one HTTP request per task, 8 in flight)
            to a fresh cluster (scheduler, COORDINATORS coordinators, WORKERS x SLOTS) on a
            fresh database, until the last one finished;
+  batch    the same with POST /tasks/batch, BATCH_SIZE tasks a request;
   delay    an open loop at DELAY_RATE tasks/s (one request per task): start delay
            (started_at - scheduled_at, both server times) p50 / p99 / max, and early starts;
   steady   an open loop at STEADY_RATE tasks/s: each component's share of a core.
@@ -50,7 +51,7 @@ from scripts import spawn_baseline  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 
 BENCHMARK = REPO_ROOT / "scripts" / "benchmark.py"
-MODES = ("drain", "delay", "steady")
+MODES = ("drain", "batch", "delay", "steady")
 SAMPLE_INTERVAL_S = 0.5
 # PostgreSQL backends publish their statistics at most once a second: wait this long for them.
 STATS_SETTLE_S = 1.2
@@ -84,6 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--coordinators", type=int, default=1)
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated, of {', '.join(MODES)} (default: all)")
+    parser.add_argument("--batch-size", type=int, default=100,
+                        help="tasks per POST /tasks/batch in the batch mode (default: 100)")
     parser.add_argument("--delay-rate", type=float, default=50.0)
     parser.add_argument("--delay-count", type=int, default=500)
     parser.add_argument("--steady-rate", type=float, default=100.0)
@@ -234,6 +237,8 @@ def load(url: str, flags: Sequence[str], command: str) -> dict[str, Any]:
 def mode_flags(mode: str, args: argparse.Namespace) -> tuple[int, list[str]]:
     if mode == "drain":
         return args.count, ["-n", str(args.count), "-d", "0"]
+    if mode == "batch":
+        return args.count, ["-n", str(args.count), "-d", "0", "-b", str(args.batch_size)]
     if mode == "delay":
         return args.delay_count, ["-n", str(args.delay_count), "-d", "0",
                                   "-r", str(args.delay_rate), "-p", "16"]
@@ -276,7 +281,8 @@ def measure_mode(mode: str, url: str, admin_url: str, args: argparse.Namespace,
         cluster.stop()
     delay = figures.get("start_delay_ms")
     return ModeResult(
-        mode=mode, submit="single", tasks=count, completed=int(figures["completed"]),
+        mode=mode, submit=f"{args.batch_size} a request" if mode == "batch" else "single",
+        tasks=count, completed=int(figures["completed"]),
         early_starts=int(figures["early_starts"]),
         wall_s=float(figures["total_duration_s"]),
         tasks_per_s=float(figures["throughput_tasks_per_s"]),
@@ -307,7 +313,7 @@ def report(ceiling: float, results: list[ModeResult], args: argparse.Namespace) 
     for r in results:
         print()
         head = f"{r.mode} ({r.submit} submission, {r.tasks} tasks"
-        if r.mode == "drain":
+        if r.mode in ("drain", "batch"):
             print(f"{head}): {r.tasks_per_s:.1f} tasks/s, ratio to the ceiling "
                   f"{r.tasks_per_s / ceiling:.2f}; completed {r.completed}, early {r.early_starts}")
         else:

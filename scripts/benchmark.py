@@ -50,6 +50,7 @@ class Config:
     command: str
     rate: float
     json_path: Path | None
+    batch: int = 1
 
 
 @dataclass
@@ -175,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fast as PARALLEL allows (default: %(default)s)")
     parser.add_argument("--json", dest="json_path", metavar="FILE", type=Path, default=None,
                         help="also write the figures as JSON to FILE")
+    parser.add_argument("-b", dest="batch", metavar="BATCH", type=_positive_int, default=1,
+                        help="tasks per request: above 1, POST /tasks/batch instead of "
+                        "POST /schedule (as fast as possible only) (default: %(default)s)")
     return parser
 
 
@@ -182,7 +186,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     ns = build_parser().parse_args(argv)
     return Config(url=ns.url, count=ns.count, delay=ns.delay,
                   parallel=ns.parallel, timeout=ns.timeout, command=ns.command,
-                  rate=ns.rate, json_path=ns.json_path)
+                  rate=ns.rate, json_path=ns.json_path, batch=ns.batch)
 
 
 # ---------------------------------------------------------------- figures
@@ -360,12 +364,40 @@ async def submit_one(client: Client, clock: Clock, config: Config, task: Task) -
     task.task_id = str(task_id)
 
 
+async def submit_batch(client: Client, clock: Clock, config: Config, batch: list[Task]) -> None:
+    """One POST /tasks/batch for these tasks; its ids come back in the order given."""
+    body = {"tasks": [{"command": config.command, "delay_seconds": config.delay}] * len(batch)}
+    submit_at = clock.wall()
+    for task in batch:
+        task.submit_at = submit_at
+    try:
+        resp = await client.request("POST", "/tasks/batch", json=body)
+        ids = resp.json()["task_ids"] if resp.ok else None
+    except REQUEST_ERRORS as exc:
+        ids, problem = None, f"submit: {_describe(exc)}"
+    except (ValueError, KeyError, TypeError):
+        ids, problem = None, f"submit: batch answer without task_ids: {resp.text[:200]}"
+    else:
+        problem = f"submit: {resp.error()}"
+    if ids is None or len(ids) != len(batch):
+        for task in batch:
+            task.error = problem
+        return
+    for task, task_id in zip(batch, ids, strict=True):
+        task.task_id = str(task_id)
+
+
 async def submit_closed_loop(client: Client, clock: Clock, config: Config,
                              tasks: list[Task]) -> None:
     """PARALLEL submitters, each sending its next request as soon as the previous returns."""
     pending = iter(tasks)
+    batches = iter([tasks[i:i + config.batch] for i in range(0, len(tasks), config.batch)])
 
     async def submitter() -> None:
+        if config.batch > 1:
+            for batch in batches:  # shared iterator, as below
+                await submit_batch(client, clock, config, batch)
+            return
         for task in pending:  # shared iterator: each task is taken by exactly one submitter
             await submit_one(client, clock, config, task)
 
@@ -480,6 +512,8 @@ async def run(config: Config) -> tuple[list[Task], float, OpenLoop | None] | str
         with terminal_progress() as bars:
             shown = asyncio.create_task(show_progress(bars, tasks))
             open_loop = None
+            if config.rate > 0 and config.batch > 1:
+                return "-b (batches) works only as fast as possible, without -r"
             if config.rate > 0:
                 open_loop = await submit_open_loop(client, clock, config, tasks)
             else:

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_make_bench_tiny_prints_every_component(tmp_path: Path) -> None:
     figures = tmp_path / "bench.json"
-    args = (f"-n 20 --delay-count 20 --steady-count 20 --output-root {tmp_path}"
+    args = (f"-n 20 --batch-size 7 --delay-count 20 --steady-count 20 --output-root {tmp_path}"
             f" --json {figures}")
     proc = subprocess.run(["make", "--no-print-directory", "bench", f"BENCH_ARGS={args}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -18,12 +18,13 @@ def test_make_bench_tiny_prints_every_component(tmp_path: Path) -> None:
     out = proc.stdout
     assert "ceiling (Popen thread pool, c=4, 20 commands): " in out
     assert "ratio to the ceiling" in out
+    assert "batch (7 a request submission, 20 tasks)" in out
     for name in ("scheduler", "coordinator-1", "worker-1", "worker-2", "commands run",
                  "postgres (backends of the database)", "control plane"):
         assert name in out, name
     data = json.loads(figures.read_text())
     assert data["ceiling_tasks_per_s"] > 0
-    assert [m["mode"] for m in data["modes"]] == ["drain", "delay", "steady"]
+    assert [m["mode"] for m in data["modes"]] == ["drain", "batch", "delay", "steady"]
     for mode in data["modes"]:
         assert mode["completed"] == mode["tasks"]
         assert mode["early_starts"] == 0

@@ -36,7 +36,7 @@ def _load_script(name: str) -> ModuleType:
 benchmark = _load_script("benchmark")
 spawn_baseline = _load_script("spawn_baseline")
 WRAPPER = REPO / "scripts" / "benchmark.sh"
-FLAGS = ("-h", "-u", "-n", "-d", "-p", "-t", "-c", "-r", "--json")
+FLAGS = ("-h", "-u", "-n", "-d", "-p", "-t", "-c", "-r", "--json", "-b")
 SUMMARY_PREFIXES = (
     "Submitted tasks: ", "Completed tasks: ", "Failed tasks: ", "Timed out tasks: ",
     "Submit duration: ", "Total duration: ", "Throughput (complete): ",
