@@ -308,26 +308,24 @@ def stats_summary(stats: dict[str, Any]) -> RenderableType:
 
 def event_line(event: dict[str, Any]) -> Text:
     """One event: time, kind, what it is about and what changed."""
-    data = event["data"]
+    data = dict(event["data"])
     about = event["task_id"] or event["worker_id"] or event["schedule_id"] or ""
-    change = data.get("status") or data.get("outcome") or ""
-    details = " ".join(
-        f"{k}={v}"
-        for k, v in data.items()
-        if k not in ("status", "outcome", "command") and v is not None
-    )
-    return Text.assemble(
-        when(event["at"]),
-        " ",
-        (event["kind"].ljust(7), "bold"),
-        " ",
-        str(about),
-        " ",
-        status_text(change),
-        " ",
-        (details, "dim"),
-    )
-
+    change = data.pop("status", None) or data.pop("outcome", None)
+    command = data.pop("command", None)
+    data.pop("scheduled_at", None)
+    notes = []
+    if data.get("attempt"):
+        notes.append(f"#{data['attempt']}")
+    if data.get("exit_code") is not None:
+        notes.append(f"exit {data['exit_code']}")
+    if data.get("reason") and data["reason"] != "exit_code":
+        notes.append(str(data["reason"]))
+    notes += [f"{k}={v}" for k, v in data.items() if k not in ("attempt", "exit_code", "reason")]
+    parts: list[str | Text] = [when(event["at"]), " ", Text(event["kind"].ljust(7), "bold")]
+    parts += [" ", str(about), " ", status_text(change), " ", Text(" ".join(notes), "dim")]
+    if command is not None:
+        parts += [" " if notes else "", short(command)]
+    return Text.assemble(*parts)
 
 def console_for(stderr: bool = False) -> Console:
     # Markup is off everywhere: what is printed comes from the API (commands, names, details).
