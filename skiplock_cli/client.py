@@ -94,6 +94,16 @@ class Api:
             time.sleep(interval)
             interval = min(interval * 1.5, 1.0)
 
+    def wait_dispatched(self, task_id: str) -> dict[str, Any]:
+        """Poll GET /tasks/{id} until the task has had an attempt (or finished without one)."""
+        interval = 0.1
+        while True:
+            task: dict[str, Any] = self.get(f"/tasks/{task_id}")
+            if task["attempt"] > 0 or task["status"] in FINISHED:
+                return task
+            time.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
     @contextmanager
     def _errors_reported(self) -> Iterator[None]:
         try:

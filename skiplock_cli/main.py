@@ -367,8 +367,11 @@ def logs(
         ),
     ] = None,
 ) -> None:
-    """A task's output (stdout and stderr), as stored: whole, or followed while it runs."""
+    """A task's output (stdout and stderr), as stored: whole, or followed while it runs (a
+    queued task is waited for)."""
     s = session(ctx)
+    if follow and attempt is None:
+        s.api.wait_dispatched(task_id)  # a queued task has no output yet: wait for its start
     params = {"follow": follow, "attempt": attempt, "encoding": "raw"}
     with s.api.stream(f"/tasks/{task_id}/output", params) as response:
         for chunk in response.iter_bytes():

@@ -148,3 +148,10 @@ def test_events_prints_changes_as_they_happen(module_cluster: Cluster, url: str)
         watcher.wait(10)
     assert {e["task_id"] for e in seen} == {task_id}
     assert [e["data"]["status"] for e in seen if e["kind"] == "attempt"][-1] == "succeeded"
+
+
+def test_logs_follow_waits_for_a_queued_task_to_start(module_cluster: Cluster, url: str) -> None:
+    task_id = submit(module_cluster, "echo at last", delay_seconds=2)
+    result = run_cli("logs", "-f", task_id, url=url, timeout=60)
+    assert result.returncode == 0, describe(result)
+    assert result.stdout == "at last\n"
