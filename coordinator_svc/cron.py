@@ -23,6 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from common.cronspec import CronError, CronSpec, iter_fire_times, parse
+from common.logs import get_logger
 from common.loops import wait_any
 from common.metrics import DATABASE_ERRORS
 from coordinator_svc.config import CoordinatorConfig
@@ -36,6 +37,7 @@ from store.vocabulary import OverlapPolicy, TickOutcome
 from store.wakeups import Topic, notify_wakeup
 
 log = logging.getLogger(__name__)
+tick_log = get_logger("skiplock.ticks")
 
 # Schedules claimed per transaction: large enough for a burst, short enough to hold locks briefly.
 BATCH = 500
@@ -52,6 +54,7 @@ class PassResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     full: bool = False  # a whole batch was claimed: more may be due right now
     lags: list[float] = field(default_factory=list)  # seconds from each tick's fire time
+    ticks: list[tuple[UUID, DecidedTick]] = field(default_factory=list)  # (schedule, tick)
 
     @property
     def topics(self) -> list[Topic]:
@@ -120,6 +123,7 @@ async def fire_due(
             result.lags += [(schedule.now - t.fire_time).total_seconds() for t in ticks_decided]
             to_cancel += cancelled
     result.planned = len(decided)
+    result.ticks = decided
     await tasks.cancel_tasks(conn, to_cancel)
     result.outcomes.update(await schedules.record_ticks(conn, decided, due[0].now))
     await schedules.advance_schedules(conn, next_fire_at)
@@ -161,6 +165,15 @@ async def cron_loop(
 
 
 def observe_pass(result: PassResult) -> None:
+    """Count and log a committed pass: one INFO line per decided tick."""
+    for schedule_id, tick in result.ticks:
+        tick_log.info(
+            "tick decided",
+            schedule_id=str(schedule_id),
+            fire_time=tick.fire_time.isoformat(),
+            outcome=tick.outcome.value,
+            task_id=str(tick.run_id) if tick.run_id else None,
+        )
     for outcome, n in result.outcomes.items():
         TICKS.labels(outcome).inc(n)
     for lag in result.lags:

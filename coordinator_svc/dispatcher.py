@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from common.logs import get_logger
 from common.loops import Pacer, wait_any
 from common.metrics import DATABASE_ERRORS
 from coordinator_svc import transitions
@@ -25,7 +25,7 @@ from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd, Claim, ClaimedAttempt
 from store.vocabulary import AttemptStatus, EndReason
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # How a hand-over that did not take counts in skiplock_handovers_total.
 HANDOVER_RESULTS = {
@@ -124,7 +124,11 @@ class Dispatcher:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 HANDOVERS.labels("no_answer").inc(len(attempts))
                 log.warning(
-                    "no answer from %s for %d attempt(s): %s", worker_id, len(attempts), detail
+                    "hand-over unanswered; left to reconciliation",
+                    worker_id=worker_id,
+                    attempts=len(attempts),
+                    task_ids=[str(a.task_id) for a in attempts],
+                    detail=detail,
                 )
                 return
             refused = [(a, EndReason.WORKER_UNREACHABLE, detail) for a in attempts]
@@ -132,11 +136,10 @@ class Dispatcher:
             if len(response.results) != len(attempts):
                 HANDOVERS.labels("protocol_error").inc(len(attempts))
                 log.error(
-                    "protocol error: %s answered %d result(s) for %d attempt(s); leaving them "
-                    "to reconciliation",
-                    worker_id,
-                    len(response.results),
-                    len(attempts),
+                    "protocol error: results do not match the hand-over; left to reconciliation",
+                    worker_id=worker_id,
+                    results=len(response.results),
+                    attempts=len(attempts),
                 )
                 return
             refused = [
@@ -150,7 +153,16 @@ class Dispatcher:
             return
         for _, reason, _ in refused:
             HANDOVERS.labels(HANDOVER_RESULTS[reason]).inc()
-        log.info("%d attempt(s) not taken by %s: %s", len(refused), worker_id, refused[0][2])
+        for attempt, reason, detail in refused:
+            log.info(
+                "hand-over not taken",
+                task_id=str(attempt.task_id),
+                attempt=attempt.attempt,
+                worker_id=worker_id,
+                schedule_id=str(attempt.schedule_id) if attempt.schedule_id else None,
+                reason=reason.value,
+                detail=detail,
+            )
         ends = [
             AttemptEnd(
                 attempt.task_id,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from common.logs import get_logger
 from common.loops import sleep_or_stop
 from common.metrics import DATABASE_ERRORS
 from coordinator_svc.config import CoordinatorConfig
@@ -20,7 +20,7 @@ from store.db import DB_ERRORS, in_transaction
 from store.models import AttemptEnd, AttemptKey
 from store.vocabulary import AttemptStatus, EndReason
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # How often to look for silent workers; with lost_after = 3 s a dead worker's attempts are
 # ended within lost_after + this interval of its last heartbeat (see docs/RELIABILITY.md).
@@ -41,7 +41,11 @@ async def reap_once(
             lost = await dispatch.declare_lost_workers(conn, config.lost_after)
             if lost:
                 WORKERS_LOST.inc(len(lost))
-                log.warning("declared lost (no heartbeat for %.0fs): %s", config.lost_after, lost)
+                log.warning(
+                    "workers declared lost (no heartbeat); their attempts end as worker_lost",
+                    worker_ids=lost,
+                    silent_for_seconds=config.lost_after,
+                )
         return await dispatch.open_attempts_of_lost_workers(conn, 500)
 
     keys = await in_transaction(pool, find)

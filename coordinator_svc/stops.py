@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
 
+from common.logs import get_logger
 from common.loops import wait_any
 from common.metrics import DATABASE_ERRORS
 from coordinator_svc.config import CoordinatorConfig
@@ -18,7 +18,7 @@ from store import dispatch
 from store.db import DB_ERRORS, in_transaction
 from store.models import StopRequest
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # A stop not yet acknowledged by its attempt's end is sent again after this many seconds.
 RESEND_AFTER = 5.0
@@ -59,9 +59,9 @@ async def send_stop(config: CoordinatorConfig, stubs: WorkerStubs, request: Stop
     except grpc.aio.AioRpcError as exc:
         # Re-sent later; a worker that stays unreachable is declared lost instead.
         log.info(
-            "cancel of %s/%d not delivered to %s: %s",
-            request.task_id,
-            request.attempt,
-            request.worker_id,
-            exc.code().name,
+            "cancel not delivered; sent again later",
+            task_id=str(request.task_id),
+            attempt=request.attempt,
+            worker_id=request.worker_id,
+            code=exc.code().name,
         )

@@ -111,3 +111,40 @@ def test_text_logs_name_the_fields_and_warning_level_drops_info(cluster_factory)
     line = next(x for x in scheduler.log_text().splitlines() if f"task_id={task_id}" in x)
     assert "task accepted" in line and "[info" in line, line
     assert task_id not in cluster.coordinators[0].log_text()
+
+
+def test_cron_runs_carry_their_schedule_and_tokens_never_appear(cluster_factory):
+    api_token = "api-" + "x7" * 16
+    cluster = cluster_factory(
+        workers=1,
+        start=False,
+        env={"SKIPLOCK_LOG_FORMAT": "json", "SKIPLOCK_API_TOKEN": api_token},
+    )
+    cluster.start_coordinator()
+    cluster.start_scheduler()
+    cluster.start_worker("worker-1")
+    headers = {"Authorization": f"Bearer {api_token}"}
+    assert cluster.http.get("/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    body = {"name": "every-second", "cron": "@every 1s", "command": "true", "overlap": "allow"}
+    response = cluster.http.post("/schedules", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    schedule_id = response.json()["id"]
+
+    def run_ended() -> dict[str, Any] | None:
+        lines = json_lines(cluster)
+        ticks = {
+            e["task_id"]: e
+            for e in lines
+            if e["event"] == "tick decided" and e["schedule_id"] == schedule_id
+        }
+        ended = [e for e in lines if e["event"] == "task ended" and e["task_id"] in ticks]
+        return ticks[ended[0]["task_id"]] | {"ended": ended[0]} if ended else None
+
+    tick = wait_for(run_ended, 30, message=lambda: f"a cron run to end\n{cluster.logs()}")
+    assert tick is not None
+    assert (tick["outcome"], tick["service"]) == ("started", "coordinator")
+    assert tick["ended"]["schedule_id"] == schedule_id
+    assert tick["ended"]["status"] == "succeeded"
+    for proc in cluster.processes():
+        text = proc.log_text()
+        assert api_token not in text and cluster.token not in text, proc.name

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 
 from common.config import ListenAddress
 from common.grpc_security import GrpcSecurity
@@ -136,9 +137,7 @@ class MiscountingWorker(pb_grpc.WorkerServicer):
         return pb.CancelTaskResponse()
 
 
-def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(
-    database_url, caplog
-):
+def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(database_url):
     async def scenario() -> list[AttemptRow]:
         def add(server: grpc.aio.Server) -> None:
             pb_grpc.add_WorkerServicer_to_server(MiscountingWorker(), server)
@@ -146,5 +145,9 @@ def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(
         async with grpc_server(add) as address:
             return await hand_over(database_url, address, count=3)
 
-    assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 3
-    assert "protocol error: worker-under-test answered 2 result(s) for 3 attempt(s)" in caplog.text
+    with structlog.testing.capture_logs() as logged:
+        assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 3
+    errors = [e for e in logged if e["event"].startswith("protocol error")]
+    assert [(e["log_level"], e["worker_id"], e["results"], e["attempts"]) for e in errors] == [
+        ("error", "worker-under-test", 2, 3)
+    ]
