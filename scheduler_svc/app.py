@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler_svc import auth, openapi
+from scheduler_svc.backpressure import Backlog
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.errors import (
     BODY_LIMITS,
@@ -40,6 +41,7 @@ def create_app(config: SchedulerConfig) -> FastAPI:
         await pool.open(wait=False)
         app.state.pool = pool
         app.state.inserter = TaskInserter(pool)
+        app.state.backlog = Backlog(pool, config.backlog)
         try:
             yield
         finally:

@@ -28,6 +28,7 @@ from scheduler_svc.auth import (
     api_token,
     parse_token_lines,
 )
+from scheduler_svc.backpressure import BacklogLimits
 from scheduler_svc.edge import EdgeLimits
 
 # The environment's own tokens: one that may write and one that may only read.
@@ -38,6 +39,17 @@ ENV_TOKENS = (
 
 
 DEFAULT_EDGE = EdgeLimits()
+NO_BACKLOG_LIMITS = BacklogLimits()
+
+
+def env_int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value[:40]!r}") from None
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class SchedulerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     edge: EdgeLimits = DEFAULT_EDGE
+    backlog: BacklogLimits = NO_BACKLOG_LIMITS
 
 
 def load_api_tokens(tokens_file: str | None, env: Mapping[str, str]) -> tuple[ApiToken, ...]:
@@ -113,8 +126,28 @@ def load(
         default=EdgeLimits.max_connections,
         help="open HTTP connections at most; more are closed at once (default 1000)",
     )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=env_int(env, "SKIPLOCK_MAX_QUEUED"),
+        help="queued tasks in all queues at most; beyond it submissions answer 429 "
+        "(default $SKIPLOCK_MAX_QUEUED or no limit)",
+    )
+    parser.add_argument(
+        "--max-queued-per-queue",
+        type=int,
+        default=env_int(env, "SKIPLOCK_MAX_QUEUED_PER_QUEUE"),
+        help="queued tasks in any one queue at most; beyond it submissions answer 429 "
+        "(default $SKIPLOCK_MAX_QUEUED_PER_QUEUE or no limit)",
+    )
     args = parser.parse_args(argv)
     log = log_settings(args)
+    for flag, value in (
+        ("--max-queued", args.max_queued),
+        ("--max-queued-per-queue", args.max_queued_per_queue),
+    ):
+        if value is not None and not 1 <= value <= 1_000_000_000:
+            raise ConfigError(f"{flag} must be between 1 and 1000000000")
     if not 0.1 <= args.request_timeout <= 3600:
         raise ConfigError("--request-timeout must be between 0.1 and 3600 seconds")
     if not 1 <= args.max_connections <= 1_000_000:
@@ -134,6 +167,7 @@ def load(
         listen=listen,
         database_url=database_url(env),
         pool_max_size=args.pool_size,
+        backlog=BacklogLimits(args.max_queued, args.max_queued_per_queue),
         ready_file=args.ready_file,
         log=log,
         api_tokens=tokens,

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import AsyncConnectionPool
 
+from scheduler_svc.backpressure import Backlog
 from scheduler_svc.inserts import TaskInserter
 
 
@@ -27,6 +28,15 @@ async def app_inserter(request: Request) -> TaskInserter:
 Pool = Annotated[AsyncConnectionPool, Depends(app_pool)]
 # The group-commit writer of POST /schedule (scheduler_svc/inserts.py).
 Inserter = Annotated[TaskInserter, Depends(app_inserter)]
+
+
+def app_backlog(request: Request) -> Backlog:
+    backlog: Backlog = request.app.state.backlog
+    return backlog
+
+
+# The backpressure check of submissions (scheduler_svc/backpressure.py).
+BacklogGuard = Annotated[Backlog, Depends(app_backlog)]
 
 
 def parse_uuid(raw: str, what: str) -> uuid.UUID:

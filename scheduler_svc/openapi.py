@@ -39,6 +39,18 @@ VALIDATION_ISSUE = {
 }  # fmt: skip
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
+# Declared by the operations that queue tasks (scheduler_svc/backpressure.py).
+TOO_MANY_QUEUED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "The backlog of queued tasks is at its limit: nothing was written; "
+        "retry after Retry-After seconds",
+        "content": ERROR_CONTENT,
+        "headers": {
+            "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}
+        },
+    }
+}
+
 # Status -> (why, which operations can get it).
 Applies = Callable[[str, dict[str, Any]], bool]
 

@@ -67,6 +67,15 @@ async def list_queues(conn: Conn) -> list[QueueRow]:
     return await fetch_all(conn, QueueRow, LIST_QUEUES, {})
 
 
+# Queued tasks per queue (due or not), for backpressure: read from the claim's partial index.
+QUEUED_BY_QUEUE = "SELECT queue, count(*)::int FROM tasks WHERE status = 'queued' GROUP BY queue"
+
+
+async def queued_by_queue(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute(QUEUED_BY_QUEUE)
+    return {str(name): int(n) for name, n in await cur.fetchall()}
+
+
 # Why a due queued task is not running: its queue is paused, no live worker serves the queue,
 # none of those has its labels, or (NULL) it only waits for a free slot. NULL too when the task
 # is not both queued and due.

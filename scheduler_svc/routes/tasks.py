@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import uuid
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,7 +30,8 @@ from scheduler_svc.api_models import (
     task_detail_view,
     task_status_view,
 )
-from scheduler_svc.deps import Inserter, Pool, parse_uuid
+from scheduler_svc.deps import BacklogGuard, Inserter, Pool, parse_uuid
+from scheduler_svc.openapi import TOO_MANY_QUEUED
 from store import queues, tasks
 from store.db import in_transaction
 from store.models import NewTask, PageKey, TaskFilter, TaskRow
@@ -100,21 +102,26 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         200: {
             "description": "The task an earlier request with this Idempotency-Key made",
             "model": TaskStatusView,
-        }
+        },
+        **TOO_MANY_QUEUED,
     },
 )
 async def schedule_task(
     body: ScheduleRequest,
     pool: Pool,
     inserter: Inserter,
+    backlog: BacklogGuard,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Queue a command to run once, now, after a delay, or at a given instant."""
     key = check_idempotency_key(idempotency_key)
     new = new_task(body, key)
+    adding = Counter({new.queue: 1})
+    await backlog.admit(adding)
 
     if key is None:
         created_task = await inserter.insert(new)
+        backlog.accepted(adding)
         telemetry.accepted(created_task)
         return JSONResponse(task_status_view(created_task), status_code=201)
 
@@ -131,6 +138,7 @@ async def schedule_task(
     if not created and task.request_hash != new.request_hash:
         raise HTTPException(409, "Idempotency-Key was already used with a different request body")
     if created:
+        backlog.accepted(adding)
         telemetry.accepted(task)
     return JSONResponse(task_status_view(task), status_code=201 if created else 200)
 
@@ -141,9 +149,10 @@ async def schedule_task(
     responses={
         201: {"model": BatchAnswer, "description": "Every task written (some may be replays)"},
         200: {"model": BatchAnswer, "description": "Every task was made by an earlier request"},
+        **TOO_MANY_QUEUED,
     },
 )
-async def submit_batch(body: BatchRequest, pool: Pool) -> JSONResponse:
+async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) -> JSONResponse:
     """Queue up to 10,000 tasks in one transaction: all of them, or (with any problem) none.
     Ids come back in the order given; an item's idempotency_key works like the Idempotency-Key
     header of POST /schedule, so a replayed batch answers the same ids."""
@@ -152,6 +161,8 @@ async def submit_batch(body: BatchRequest, pool: Pool) -> JSONResponse:
     if repeated:
         raise HTTPException(422, repeated)
     new = [(uuid.uuid4(), new_task(item, item.idempotency_key)) for item in items]
+    adding = Counter(task.queue for _, task in new)
+    await backlog.admit(adding)
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> int:
         created = await tasks.insert_task_batch(conn, new)
@@ -162,6 +173,7 @@ async def submit_batch(body: BatchRequest, pool: Pool) -> JSONResponse:
 
     created = await in_transaction(pool, insert)
     if created:
+        backlog.accepted(adding)
         telemetry.accepted_batch(len(new), created)
     answer = {"task_ids": [str(tid) for tid, _ in new], "created": created}
     return JSONResponse(answer, status_code=201 if created else 200)
