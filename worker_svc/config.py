@@ -29,6 +29,8 @@ from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
 from common.routing import DEFAULT_QUEUE, parse_labels, parse_queues
 from worker_svc.environment import base_environment, parse_pass_env
 
+DEFAULT_OUTPUT_FILE_MAX_BYTES = 1 << 30
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -64,6 +66,8 @@ class WorkerConfig:
     labels: tuple[tuple[str, str], ...] = ()
     # group id owning the output files (mode 0640); None keeps them 0600, the worker's alone
     output_group: int | None = None
+    # bytes of a command's output written to its output file at most; 0: no limit
+    output_file_max_bytes: int = DEFAULT_OUTPUT_FILE_MAX_BYTES
 
     @property
     def worker_id(self) -> str:
@@ -207,6 +211,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         "(default $SKIPLOCK_LABELS or none)",
     )
     parser.add_argument(
+        "--output-file-max-bytes",
+        type=int,
+        default=DEFAULT_OUTPUT_FILE_MAX_BYTES,
+        help="bytes of a command's output written to its output file at most; the rest is "
+        f"read and dropped, with a note (default {DEFAULT_OUTPUT_FILE_MAX_BYTES}, 1 GiB; "
+        "0: no limit)",
+    )
+    parser.add_argument(
         "--output-group",
         default=None,
         help="group name or id given the output files, readable by it (mode 0640); "
@@ -222,6 +234,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--slots must be between 1 and 1000")
     if args.drain_timeout < 0 or args.kill_grace < 0:
         raise ConfigError("--drain-timeout and --kill-grace must not be negative")
+    if args.output_file_max_bytes < 0:
+        raise ConfigError("--output-file-max-bytes must not be negative")
     if not 0 <= args.output_cap_bytes <= MAX_OUTPUT_CAP_BYTES:
         raise ConfigError(f"--output-cap-bytes must be between 0 and {MAX_OUTPUT_CAP_BYTES}")
     security = GrpcSecurity(
@@ -266,6 +280,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         output_retention=output_retention(args.output_retention),
         command_env=base_environment(env, parse_pass_env(args.pass_env)),
         output_group=None if args.output_group is None else group_id(args.output_group),
+        output_file_max_bytes=args.output_file_max_bytes,
     )
 
 

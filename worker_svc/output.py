@@ -1,10 +1,13 @@
 """What a worker ships of an attempt's output file: the new bytes since the last delivery, of
 which only the first `cap` bytes of the file (the head) and its last `cap` (the tail) are kept
 (common/output.py). Reads through the file descriptor the worker opened when it created the
-file, with positional reads, so the command's own writes are never disturbed."""
+file, with positional reads, so the pump's writes are never disturbed. The command itself writes
+into a pipe that the worker's pump copies into the file, up to the worker's
+--output-file-max-bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -77,3 +80,61 @@ def prune_output_files(directory: Path, max_age: float, keep: Collection[Path] =
                     path.unlink()
                     removed += 1
     return removed
+
+
+class OutputPump:
+    """Copies a command's output from its pipe into the attempt's output file, at most `limit`
+    bytes of it (0: no limit); beyond that it reads on and discards, so the command never
+    blocks, and notes the cut at the end of the file. Once finished, nothing the command left
+    behind can write to the file any more."""
+
+    def __init__(self, pipe_fd: int, file_fd: int, limit: int) -> None:
+        self.pipe_fd = pipe_fd
+        self.file_fd = file_fd
+        self.limit = limit
+        self.written = 0
+        self.dropped = 0
+        os.set_blocking(pipe_fd, False)
+        asyncio.get_running_loop().add_reader(pipe_fd, self._pump)
+
+    def _pump(self) -> bool:
+        """Move what the pipe holds now; False once it is empty or closed."""
+        try:
+            data = os.read(self.pipe_fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.pipe_fd)
+            return False
+        keep = len(data) if not self.limit else max(min(len(data), self.limit - self.written), 0)
+        if keep:
+            self._write(data[:keep] if keep < len(data) else data)
+        self.written += keep
+        self.dropped += len(data) - keep
+        return True
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.file_fd, view) :]
+
+    def finish(self) -> str:
+        """Move what is left in the pipe and close it; returns a note when output was cut."""
+        while self._pump():
+            pass
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self.pipe_fd)
+        note = ""
+        if self.dropped:
+            note = (
+                f"output beyond {self.limit} bytes was not written to the output file "
+                f"({self.dropped} bytes dropped; see --output-file-max-bytes)"
+            )
+            with contextlib.suppress(OSError):
+                self._write(f"\n[skiplock: {note}]\n".encode())
+        for fd in (self.pipe_fd, self.file_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return note

@@ -16,7 +16,7 @@ from typing import Any
 
 from common.loops import wait_any
 from proto import skiplock_pb2 as pb
-from worker_svc.output import OutputFile
+from worker_svc.output import OutputFile, OutputPump
 from worker_svc.reaper import Reaper
 
 
@@ -94,9 +94,8 @@ def create_output(path: Path, group: int | None = None) -> int:
 def spawn(
     command: str, output_fd: int, env: dict[str, str], cwd: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `bash -c command` as the leader of a new session and process group, writing to
-    the output file (the worker keeps its own descriptor, so shipping the output never looks
-    the path up again)."""
+    """Start `bash -c command` as the leader of a new session and process group, its stdout
+    and stderr both `output_fd` (the pipe the worker pumps into the output file)."""
     return subprocess.Popen(
         ["bash", "-c", command],
         stdin=subprocess.DEVNULL,
@@ -147,12 +146,18 @@ class ProcessRunner:
     worker a third of the CPU per command that a thread pool's GIL hand-offs do."""
 
     def __init__(
-        self, kill_grace: float, reaper: Reaper | None = None, output_group: int | None = None
+        self,
+        kill_grace: float,
+        reaper: Reaper | None = None,
+        output_group: int | None = None,
+        output_file_limit: int = 0,
     ) -> None:
         self.kill_grace = kill_grace
         self.reaper = reaper or Reaper()
         # Group owning the output files (mode 0640); None keeps them 0600.
         self.output_group = output_group
+        # Bytes of output written to each output file at most; 0: no limit.
+        self.output_file_limit = output_file_limit
 
     async def run(self, execution: Execution, on_started: Callable[[], None]) -> Outcome:
         """Run the command to its end; `on_started` is called once it has been spawned."""
@@ -170,12 +175,17 @@ class ProcessRunner:
         except OSError as exc:
             detail = f"could not create output file {execution.output_path}: {exc.strerror}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
-            proc = spawn(execution.command, fd, execution.env, execution.cwd)
+            proc = spawn(execution.command, write_end, execution.env, execution.cwd)
         except OSError as exc:
-            os.close(fd)
+            for unused in (fd, read_end):
+                os.close(unused)
             detail = f"could not start bash: {exc}"
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
+        finally:
+            os.close(write_end)
+        pump = OutputPump(read_end, os.dup(fd), self.output_file_limit)
         execution.started_at = datetime.now(UTC)
         mark = (execution.task_id, str(execution.attempt))
         self.reaper.leaders.add(proc.pid)
@@ -201,6 +211,8 @@ class ProcessRunner:
         # Nothing the command started outlives its attempt, whether or not it left the group.
         signal_group(proc.pid, signal.SIGKILL)
         self.reaper.attempt_ended(proc.pid)
+        # Whatever is still running from the attempt can no longer write to its file.
+        cut = pump.finish()
         finished = datetime.now(UTC)
         code = exit_code_of(returncode)
         if execution.stopped_as is not None:
@@ -208,7 +220,7 @@ class ProcessRunner:
         else:
             succeeded = code in execution.success_exit_codes
             state = pb.ATTEMPT_STATE_SUCCEEDED if succeeded else pb.ATTEMPT_STATE_FAILED
-        return Outcome(state, code, finished)
+        return Outcome(state, code, finished, cut)
 
     async def _terminate(self, pgid: int, exited: asyncio.Future[int]) -> None:
         """SIGTERM to the process group, SIGKILL once the grace period has passed."""

@@ -41,7 +41,11 @@ class Worker:
     def __init__(self, config: WorkerConfig, client: CoordinatorClient) -> None:
         self.config = config
         self.client = client
-        self.runner = ProcessRunner(config.kill_grace, output_group=config.output_group)
+        self.runner = ProcessRunner(
+            config.kill_grace,
+            output_group=config.output_group,
+            output_file_limit=config.output_file_max_bytes,
+        )
         self.reporter = Reporter(client, config.worker_id, self.on_stale)
         self.executions: dict[Key, Execution] = {}
         self.draining = False

@@ -202,3 +202,15 @@ def test_output_files_may_belong_to_a_group(tmp_path):
     assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
     info = work.output_path.stat()
     assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o640, group)
+
+
+def test_output_beyond_the_file_limit_is_dropped_and_noted(tmp_path):
+    work = execution(tmp_path, "head -c 100000 /dev/zero; echo done >&2")
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0, output_file_limit=1000), work))
+    # The command was neither blocked nor killed: it wrote everything and exited 0.
+    assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_SUCCEEDED, 0)
+    assert "99005 bytes dropped" in outcome.detail
+    data = work.output_path.read_bytes()
+    assert data[:1000] == b"\0" * 1000
+    assert data[1000:].decode().strip().startswith("[skiplock: output beyond 1000 bytes")
+
