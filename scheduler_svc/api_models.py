@@ -20,6 +20,7 @@ from common.limits import (
 from common.output import MAX_OUTPUT_CAP_BYTES
 from common.routing import DEFAULT_QUEUE, labels_problem, queue_problem
 from store.models import AttemptRow, ScheduleSettings, TaskRow
+from store.vocabulary import DEFAULT_LOST_RETRIES
 
 # Nothing is scheduled further ahead than this; a larger value is a mistake, not a plan.
 MAX_HORIZON_SECONDS = 10 * 366 * 86400
@@ -171,6 +172,8 @@ class ScheduleRequest(ExecutionSettings):
     scheduled_at: Timestamp | None = None
     timeout_seconds: TimeoutSeconds | None = None
     max_retries: Retries = 0
+    # Retries paid for attempts lost with their worker, before ordinary ones (RetryBudget).
+    lost_retries: Retries = DEFAULT_LOST_RETRIES
     retry_backoff_seconds: Backoff = 1.0
     priority: Priority = 0
     queue: Queue = DEFAULT_QUEUE
@@ -257,6 +260,8 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
         "run_at": rfc3339(task.run_at),
         "max_retries": task.max_retries,
         "retries_left": max(task.max_retries - task.failures, 0),
+        "lost_retries": task.lost_retries,
+        "lost_retries_left": max(task.lost_retries - task.losses, 0),
         "retry_backoff_seconds": task.retry_backoff_seconds,
         "timeout_seconds": task.timeout_seconds,
         "priority": task.priority,
@@ -322,6 +327,10 @@ class TaskDetailView(TaskStatusView):
     run_at: str | None = Field(description="earliest start of the next attempt")
     max_retries: int
     retries_left: int
+    lost_retries: int = Field(
+        description="retries for attempts lost with their worker, used before max_retries"
+    )
+    lost_retries_left: int
     retry_backoff_seconds: float
     timeout_seconds: float | None
     priority: int = Field(description="-100..100, higher first; +1 per minute waited")

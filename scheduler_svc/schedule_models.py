@@ -28,7 +28,7 @@ from scheduler_svc.api_models import (
     rfc3339,
 )
 from store.models import ScheduleRow, TickRow
-from store.vocabulary import OverlapPolicy
+from store.vocabulary import DEFAULT_LOST_RETRIES, OverlapPolicy
 
 MAX_NAME_CHARS = 200
 MAX_CRON_CHARS = 200
@@ -80,6 +80,7 @@ class ScheduleCreate(ExecutionSettings):
     catchup_window_seconds: CatchupWindow = 60
     timeout_seconds: TimeoutSeconds | None = None
     max_retries: Retries = 0
+    lost_retries: Retries = DEFAULT_LOST_RETRIES
     retry_backoff_seconds: Backoff = 1.0
     paused: bool = False
     jitter_seconds: Jitter = 0.0
@@ -105,6 +106,7 @@ class SchedulePatch(BaseModel):
     catchup_window_seconds: CatchupWindow | None = None
     timeout_seconds: TimeoutSeconds | None = None  # null removes the timeout
     max_retries: Retries | None = None
+    lost_retries: Retries | None = None
     retry_backoff_seconds: Backoff | None = None
     paused: bool | None = None
     jitter_seconds: Jitter | None = None
@@ -141,6 +143,7 @@ def schedule_view(row: ScheduleRow, upcoming: list[datetime]) -> dict[str, Any]:
         "catchup_window_seconds": row.catchup_window_seconds,
         "timeout_seconds": row.timeout_seconds,
         "max_retries": row.max_retries,
+        "lost_retries": row.lost_retries,
         "retry_backoff_seconds": row.retry_backoff_seconds,
         "paused": row.paused,
         "jitter_seconds": row.jitter_seconds,
@@ -189,6 +192,7 @@ class ScheduleView(BaseModel):
     catchup_window_seconds: int
     timeout_seconds: float | None
     max_retries: int
+    lost_retries: int = Field(default=0, description="retries of runs lost with their worker")
     retry_backoff_seconds: float
     paused: bool
     jitter_seconds: float

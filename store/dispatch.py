@@ -27,7 +27,7 @@ from store.models import (
     StartedAttempt,
     StopRequest,
 )
-from store.vocabulary import EndReason, sql_list
+from store.vocabulary import EndReason, RetryBudget, sql_list
 
 # Retry backoff never exceeds this many seconds, however many failures came before.
 RETRY_BACKOFF_CAP_SECONDS = 3600.0
@@ -35,6 +35,8 @@ RETRY_BACKOFF_CAP_SECONDS = 3600.0
 REQUEUE_AFTER_REFUSAL_SECONDS = 0.25
 # The end reasons that use up a retry, as decided by EndReason.uses_retry.
 USES_RETRY = sql_list(reason for reason in EndReason if reason.uses_retry)
+# The end reasons paid for by the lost budget first (EndReason.budget).
+LOST_REASONS = sql_list(reason for reason in EndReason if reason.budget == RetryBudget.LOST)
 
 # --- workers ----------------------------------------------------------------------------------
 
@@ -331,29 +333,40 @@ r AS (
     RETURNING a.task_id, a.attempt, a.worker_id, a.started_at, a.ended_at, a.output_path,
               r.status, r.reason, r.exit_code,
               old.started_at IS NULL AND a.started_at IS NOT NULL AS start_unrecorded,
-              coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry
+              coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry,
+              coalesce(r.reason IN {LOST_REASONS}, false) AS lost
 ), freed AS (
     UPDATE workers w SET open_attempts = w.open_attempts - f.n
     FROM (SELECT worker_id, count(*) AS n FROM ended GROUP BY worker_id) f
     WHERE w.id = f.worker_id
 ), decision AS (
-    SELECT t.id, e.attempt, e.started_at, e.ended_at, e.output_path, e.status, e.reason,
-           e.exit_code, e.uses_retry,
-           CASE WHEN e.status = 'succeeded' THEN 'succeeded'
-                WHEN e.status = 'cancelled' THEN 'cancelled'
-                WHEN NOT e.uses_retry OR t.failures < t.max_retries THEN 'queued'
+    SELECT d.*,
+           CASE WHEN d.status = 'succeeded' THEN 'succeeded'
+                WHEN d.status = 'cancelled' THEN 'cancelled'
+                WHEN NOT d.uses_retry OR d.lost_paid OR d.failures < d.max_retries THEN 'queued'
                 ELSE 'failed' END AS next_status,
-           CASE WHEN e.uses_retry
+           CASE WHEN d.lost_paid
                 THEN least(%(backoff_cap)s,
-                           t.retry_backoff_seconds * power(2, t.failures) * (1 + random() * 0.2))
+                           d.retry_backoff_seconds * power(2, d.losses) * (1 + random() * 0.2))
+                WHEN d.uses_retry
+                THEN least(%(backoff_cap)s,
+                           d.retry_backoff_seconds * power(2, d.failures) * (1 + random() * 0.2))
                 ELSE %(requeue_after)s END AS delay
-    FROM tasks t JOIN ended e ON e.task_id = t.id AND e.attempt = t.attempt
-    WHERE t.status IN ('dispatched', 'running')
+    FROM (
+        SELECT t.id, e.attempt, e.started_at, e.ended_at, e.output_path, e.status, e.reason,
+               e.exit_code, e.uses_retry, t.failures, t.max_retries, t.losses,
+               t.retry_backoff_seconds,
+               e.lost AND e.status = 'failed' AND t.losses < t.lost_retries AS lost_paid
+        FROM tasks t JOIN ended e ON e.task_id = t.id AND e.attempt = t.attempt
+        WHERE t.status IN ('dispatched', 'running')
+    ) d
 ), moved AS (
     UPDATE tasks t
     SET status = d.next_status,
         failures = t.failures
-                   + CASE WHEN d.uses_retry AND d.status = 'failed' THEN 1 ELSE 0 END,
+                   + CASE WHEN d.uses_retry AND d.status = 'failed' AND NOT d.lost_paid
+                          THEN 1 ELSE 0 END,
+        losses = t.losses + CASE WHEN d.lost_paid THEN 1 ELSE 0 END,
         run_at = CASE WHEN d.next_status = 'queued'
                       THEN greatest(t.run_at, now() + make_interval(secs => d.delay))
                       ELSE t.run_at END,

@@ -7,7 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 from common.routing import DEFAULT_QUEUE
-from store.vocabulary import AttemptStatus, EndReason
+from store.vocabulary import DEFAULT_LOST_RETRIES, AttemptStatus, EndReason
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class TaskRow:
     cwd: str | None = None
     success_exit_codes: list[int] = field(default_factory=lambda: [0])
     output_cap_bytes: int | None = None
+    # Retries paid for lost work before ordinary ones, and how many were used (migration 012).
+    lost_retries: int = 0
+    losses: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class NewTask:
     cwd: str | None = None
     success_exit_codes: list[int] = field(default_factory=lambda: [0])
     output_cap_bytes: int | None = None
+    lost_retries: int = DEFAULT_LOST_RETRIES
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,7 @@ class ScheduleSettings:
     cwd: str | None = None
     success_exit_codes: list[int] = field(default_factory=lambda: [0])
     output_cap_bytes: int | None = None
+    lost_retries: int = DEFAULT_LOST_RETRIES
 
 
 @dataclass(frozen=True, kw_only=True)

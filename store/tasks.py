@@ -21,11 +21,11 @@ from store.wakeups import WAKEUP_CHANNEL, Topic
 INSERT_TASK = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                    timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env,
-                   cwd, success_exit_codes, output_cap_bytes)
+                   cwd, success_exit_codes, output_cap_bytes, lost_retries)
 SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
        %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s, %(queue)s,
        %(labels)s::jsonb, %(env)s::jsonb, %(cwd)s, %(success_exit_codes)s::smallint[],
-       %(output_cap_bytes)s
+       %(output_cap_bytes)s, %(lost_retries)s
 FROM (SELECT coalesce(
           %(scheduled_at)s::timestamptz,
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
@@ -53,6 +53,7 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
             "priority": new.priority,
             "queue": new.queue,
             "labels": json.dumps(new.labels),
+            "lost_retries": new.lost_retries,
             **execution_params(new),
         },
     )
@@ -74,20 +75,21 @@ def execution_params(new: NewTask) -> dict[str, object]:
 _INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                        timeout_seconds, idempotency_key, request_hash, priority, queue, labels,
-                       env, cwd, success_exit_codes, output_cap_bytes)
+                       env, cwd, success_exit_codes, output_cap_bytes, lost_retries)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
            n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority, n.queue, n.labels,
-           n.env::jsonb, n.cwd, n.success_exit_codes::smallint[], n.output_cap_bytes
+           n.env::jsonb, n.cwd, n.success_exit_codes::smallint[], n.output_cap_bytes,
+           n.lost_retries
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
                 %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
                 %(idempotency_keys)s::text[], %(request_hashes)s::text[], %(priorities)s::int[],
                 %(queues)s::text[], %(labels)s::jsonb[],
                 %(envs)s::text[], %(cwds)s::text[], %(success_exit_codes)s::text[],
-                %(output_cap_bytes)s::int[])
+                %(output_cap_bytes)s::int[], %(lost_retries)s::int[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
                timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env, cwd,
-               success_exit_codes, output_cap_bytes)
+               success_exit_codes, output_cap_bytes, lost_retries)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
@@ -116,6 +118,7 @@ def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
             queues="queue",
             cwds="cwd",
             output_cap_bytes="output_cap_bytes",
+            lost_retries="lost_retries",
         ),
         "labels": [json.dumps(t.labels) for t in tasks],
         # One element per task: JSON text, and '{0,3}' text for each list of exit statuses.
@@ -269,6 +272,7 @@ async def cancel_tasks(conn: Conn, task_ids: Sequence[UUID]) -> list[TaskRow]:
 # Put a failed task back in the queue as if new: due now, with its retries restored.
 REQUEUE_FAILED_TASK = """
 UPDATE tasks SET status = 'queued', run_at = greatest(scheduled_at, now()), failures = 0,
+                 losses = 0,
                  worker_id = NULL, picked_at = NULL, started_at = NULL, exit_code = NULL,
                  output_path = NULL, completed_at = NULL, failed_at = NULL
 WHERE id = %(id)s AND status = 'failed'

@@ -58,10 +58,38 @@ class EndReason(StrEnum):
     def uses_retry(self) -> bool:
         """Whether a failure for this reason uses up one of the task's retries: the command
         may have had effects. A hand-over that never reached the worker is free (the task is
-        queued again after a short pause); a cancelled task is not retried at all."""
+        queued again after a short pause); a cancelled task is not retried at all. A lost
+        attempt uses its lost budget first (`budget`), then ordinary retries."""
         return self not in _FREE_OF_RETRY
 
+    @property
+    def budget(self) -> RetryBudget:
+        """Which budget pays for running the task again after a failure for this reason."""
+        if self in _FREE_OF_RETRY:
+            return RetryBudget.FREE
+        if self in _LOST:
+            return RetryBudget.LOST
+        return RetryBudget.RETRIES
 
+
+class RetryBudget(StrEnum):
+    """What pays for another attempt (docs/RELIABILITY.md, "Lost work")."""
+
+    # Nothing: the command never ran (the task is queued again after a short pause).
+    FREE = "free"
+    # One of the task's max_retries: the command failed.
+    RETRIES = "retries"
+    # One of the task's lost_retries while any are left, then one of its max_retries: the
+    # worker was lost or shut down under a running command, which is no fault of the command.
+    LOST = "lost"
+
+
+# lost_retries when a request names none: lost work is not re-run unless asked for, because
+# a shell command may have had effects before its worker died (docs/RELIABILITY.md).
+DEFAULT_LOST_RETRIES = 0
+
+
+_LOST = frozenset({EndReason.WORKER_LOST, EndReason.WORKER_SHUTDOWN})
 _FREE_OF_RETRY = frozenset(
     {
         EndReason.WORKER_REFUSED,

@@ -12,11 +12,13 @@ import pytest
 
 from common.limits import MAX_COMMAND_BYTES
 from store.vocabulary import (
+    DEFAULT_LOST_RETRIES,
     UNFINISHED_TASK_STATUSES,
     AttemptStatus,
     EndReason,
     EventKind,
     OverlapPolicy,
+    RetryBudget,
     TaskStatus,
     TickOutcome,
     sql_list,
@@ -86,6 +88,18 @@ def test_the_reasons_that_use_up_a_retry_are_the_documented_ones() -> None:
         EndReason.SPAWN_FAILED,
         EndReason.WORKER_LOST,
     }
+
+
+def test_lost_work_is_what_the_worker_lost_or_stopped_under_a_running_command() -> None:
+    # docs/RELIABILITY.md, "Lost work".
+    assert {r for r in EndReason if r.budget == RetryBudget.LOST} == {
+        EndReason.WORKER_LOST,
+        EndReason.WORKER_SHUTDOWN,
+    }
+    assert {r for r in EndReason if r.budget == RetryBudget.FREE} == {
+        r for r in EndReason if not r.uses_retry
+    }
+    assert DEFAULT_LOST_RETRIES == 0
 
 
 def test_unfinished_runs_are_the_statuses_a_task_can_leave() -> None:

@@ -49,7 +49,18 @@ def parse_task_id(raw: str) -> uuid.UUID:
 
 # Fields added to the task body later: left out of fingerprints while at their default, so a
 # request replayed across an upgrade still matches the task it made.
-LATER_FIELDS = frozenset({"priority", "queue", "labels"})
+LATER_FIELDS = frozenset(
+    {
+        "priority",
+        "queue",
+        "labels",
+        "env",
+        "cwd",
+        "success_exit_codes",
+        "output_cap_bytes",
+        "lost_retries",
+    }
+)
 
 
 def request_fingerprint(body: ScheduleRequest) -> str:
@@ -91,6 +102,7 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         cwd=body.cwd,
         success_exit_codes=body.success_exit_codes,
         output_cap_bytes=body.output_cap_bytes,
+        lost_retries=body.lost_retries,
     )
 
 
