@@ -55,13 +55,15 @@ class Pruner:
             result = PassResult()
             result.tasks = await retention.prune_tasks(conn, cutoff, self.settings.batch)
             ids = await retention.next_schedules(conn, self.after, SCHEDULES_PER_PASS)
-            self.after = ids[-1] if len(ids) == SCHEDULES_PER_PASS else START
             result.ticks = await retention.prune_ticks(
                 conn, ids, cutoff, self.settings.keep_ticks, self.settings.batch
             )
-            full_schedule_batch = len(ids) == SCHEDULES_PER_PASS
-            result.more = result.tasks == self.settings.batch or (
-                result.ticks > 0 and full_schedule_batch
+            if result.ticks < self.settings.batch:  # this page is done: on to the next
+                self.after = ids[-1] if len(ids) == SCHEDULES_PER_PASS else START
+            # More now: a full batch, or schedules left to look at before starting over.
+            result.more = (
+                self.settings.batch in (result.tasks, result.ticks)
+                or len(ids) == SCHEDULES_PER_PASS
             )
             return result
 

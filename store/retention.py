@@ -50,7 +50,7 @@ async def next_schedules(conn: Conn, after: UUID, limit: int) -> list[UUID]:
 
 
 # Ticks of these schedules that fired before the cutoff and are not among their schedule's
-# newest `keep`, up to `per_schedule` each, read along the ledger's primary key.
+# newest `keep`, oldest first per schedule along the ledger's primary key, `limit` in all.
 PRUNE_TICKS = """
 DELETE FROM schedule_ticks
 WHERE (schedule_id, fire_time) IN (
@@ -66,9 +66,10 @@ WHERE (schedule_id, fire_time) IN (
         WHERE o.schedule_id = s.id
           AND o.fire_time <= newest_doomed.fire_time AND o.fire_time < %(cutoff)s
         ORDER BY fire_time
-        LIMIT %(per_schedule)s
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS k
+    LIMIT %(limit)s
 )
 """
 
@@ -78,16 +79,17 @@ async def prune_ticks(
     schedule_ids: Sequence[UUID],
     cutoff: datetime,
     keep: int,
-    per_schedule: int,
+    limit: int,
 ) -> int:
-    """Delete old ticks of these schedules beyond their newest `keep`; returns how many."""
+    """Delete up to `limit` old ticks of these schedules beyond their newest `keep`; returns
+    how many went."""
     if not schedule_ids:
         return 0
     params = {
         "schedule_ids": list(schedule_ids),
         "cutoff": cutoff,
         "keep": keep,
-        "per_schedule": per_schedule,
+        "limit": limit,
     }
     cur = await conn.execute(PRUNE_TICKS, params)
     return cur.rowcount

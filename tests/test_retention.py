@@ -19,8 +19,12 @@ import pytest
 
 from common.config import ConfigError, parse_duration
 from coordinator_svc import config as coordinator_config
+from coordinator_svc.config import RetentionSettings
+from coordinator_svc.retention import SCHEDULES_PER_PASS, Pruner
+from coordinator_svc.retention import PassResult as PruneResult
 from devtools.cluster import wait_for
 from store import dispatch, retention
+from store.db import make_pool
 from worker_svc import config as worker_config
 from worker_svc.output import prune_output_files
 
@@ -272,3 +276,34 @@ def test_workers_prune_output_files_older_than_their_setting(tmp_path: Path):
     removed = prune_output_files(tmp_path, max_age=600, keep={held})
     assert removed == 1
     assert {p.name for p in tmp_path.iterdir()} == {"new.log", "held.log", "sub"}
+
+
+def test_a_pruner_works_through_every_schedule_in_small_batches(db, database_url):
+    """More schedules than one pass looks at, each with old ticks: passes go on while there is
+    work or schedules left, each deleting a batch at most, until only each schedule's newest
+    tick is left; the runs of the last ticks go in the pass after the interval."""
+    old = [datetime.now(UTC) - timedelta(days=9, hours=h) for h in range(3, 0, -1)]
+    made = [add_schedule(db) for _ in range(SCHEDULES_PER_PASS + 20)]
+    for schedule_id in made:
+        add_ticks(db, schedule_id, old)
+    settings = RetentionSettings(age=7 * 86400, keep_ticks=1, batch=50, interval=60)
+
+    async def prune_all() -> list[PruneResult]:
+        pool = make_pool(database_url, 1, 2, "retention-test")
+        await pool.open()
+        try:
+            pruner, results = Pruner(pool, settings), list[PruneResult]()
+            while not results or results[-1].more:
+                results.append(await pruner.prune_once())
+                assert len(results) < 100, "the pruner never finished"
+            # The pass after the interval: the runs whose ticks went last.
+            results.append(await pruner.prune_once())
+            return results
+        finally:
+            await pool.close()
+
+    results = asyncio.run(prune_all())
+    assert all(r.ticks <= settings.batch and r.tasks <= settings.batch for r in results)
+    assert sum(r.ticks for r in results) == 2 * len(made)
+    assert count(db, "schedule_ticks") == len(made)  # each schedule's newest
+    assert sum(r.tasks for r in results) == 2 * len(made)  # their runs went after them
