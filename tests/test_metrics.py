@@ -159,3 +159,31 @@ def test_coordinator_counts_cron_ticks_and_their_lag(cluster_factory):
     assert lags >= 2
     # Ticks are decided within about a poll interval of their fire time.
     assert value(samples, "skiplock_cron_tick_lag_seconds_sum") / lags < 10
+
+
+def test_a_killed_worker_is_counted_lost_with_its_attempt(cluster_factory):
+    cluster = cluster_factory(workers=0, start=False)
+    cluster.start_coordinator(extra_args=["--metrics-port=0"])
+    cluster.start_scheduler()
+    doomed = cluster.start_worker("worker-1")
+    coordinator = scraper(f"http://127.0.0.1:{metrics_port(cluster.coordinators[0])}/metrics")
+    scheduler = scraper(f"{cluster.scheduler_url}/metrics")
+    task_id = submit(cluster, "sleep 60")
+    wait_for(
+        lambda: cluster.http.get(f"/tasks/{task_id}").json()["status"] == "running",
+        20,
+        message="the task to run",
+    )
+    doomed.kill()
+
+    def counted() -> Samples | None:
+        samples = coordinator()
+        lost = value(samples, "skiplock_workers_lost_total")
+        ended = value(
+            samples, "skiplock_attempts_ended_total", status="failed", reason="worker_lost"
+        )
+        return samples if lost == 1 and ended == 1 else None
+
+    wait_for(counted, 30, message=lambda: f"the lost worker to be counted\n{cluster.logs()}")
+    assert value(scheduler(), "skiplock_workers", state="lost") == 1
+    assert value(scheduler(), "skiplock_workers", state="live") == 0
