@@ -34,3 +34,25 @@ def set_gauges(row: dict[str, Any]) -> None:
         WORKERS.labels(state).set(row[state])
     SLOTS.set(row["slots"])
     SLOTS_BUSY.set(row["busy"])
+
+
+def unknown_gauges() -> None:
+    """The database could not be read: NaN, never a stale figure."""
+    nan = float("nan")
+    set_gauges(
+        {
+            key: nan
+            for key in (
+                "queued",
+                "due",
+                "oldest_due_age",
+                "dispatched",
+                "running",
+                "live",
+                "lost",
+                "draining",
+                "slots",
+                "busy",
+            )
+        }
+    )

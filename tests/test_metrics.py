@@ -5,6 +5,7 @@ real tasks and cron ticks ran."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 import httpx
@@ -187,3 +188,12 @@ def test_a_killed_worker_is_counted_lost_with_its_attempt(cluster_factory):
     wait_for(counted, 30, message=lambda: f"the lost worker to be counted\n{cluster.logs()}")
     assert value(scheduler(), "skiplock_workers", state="lost") == 1
     assert value(scheduler(), "skiplock_workers", state="live") == 0
+
+
+def test_without_the_database_the_scheduler_still_answers_metrics(cluster_factory):
+    cluster = cluster_factory(start=False, database_url="postgresql://postgres@127.0.0.1:9/none")
+    cluster.start_scheduler(wait=False)
+    samples = scraper(f"{cluster.scheduler_url}/metrics")()
+    assert value(samples, "skiplock_database_errors_total", operation="metrics") >= 1
+    assert math.isnan(value(samples, "skiplock_queue_due_tasks"))
+    assert value(samples, "skiplock_tasks_submitted_total") == 0
