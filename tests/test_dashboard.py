@@ -107,7 +107,9 @@ def test_submit_from_the_form_follow_it_live_and_cancel_it(
     row.get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(r"/ui/tasks/[0-9a-f-]{36}$"))
     task_id = page.url.rsplit("/", 1)[1]
-    expect(page.locator(".fact").filter(has_text="Status").locator(".badge")).to_have_text("running")
+    expect(page.locator(".fact").filter(has_text="Status").locator(".badge")).to_have_text(
+        "running"
+    )
     expect(page.locator(".tl-run.status-running")).to_have_count(1)
     # Its output is followed while it runs: a line printed after the page opened shows up.
     output = page.locator("#task-output")
@@ -264,11 +266,19 @@ def seed_a_busy_cluster(cluster: Cluster) -> tuple[list[str], list[str]]:
     ]
     task_ids = [submit_task(cluster, command, **fields) for command, fields in commands]
     schedules = [
-        {"name": "nightly-backup", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
-         "command": "pg_dump shop > /backups/shop.sql"},
+        {
+            "name": "nightly-backup",
+            "cron": "0 3 * * *",
+            "timezone": "Europe/Berlin",
+            "command": "pg_dump shop > /backups/shop.sql",
+        },
         {"name": "cache-warm", "cron": "*/15 * * * *", "command": "sleep 1; echo warm"},
-        {"name": "weekday-report", "cron": "0 9 * * MON-FRI", "timezone": "America/New_York",
-         "command": "python3 -m reports.daily --date today"},
+        {
+            "name": "weekday-report",
+            "cron": "0 9 * * MON-FRI",
+            "timezone": "America/New_York",
+            "command": "python3 -m reports.daily --date today",
+        },
     ]
     schedule_ids = []
     for body in schedules:
@@ -328,3 +338,25 @@ def test_pictures_of_a_busy_cluster(browser: Browser, cluster: Cluster, shots: P
             cluster.http.delete(f"/schedules/{schedule_id}")
         for task_id in task_ids:
             cluster.http.post(f"/tasks/{task_id}/cancel")
+
+
+def test_a_task_waiting_for_a_queue_says_why_and_shows_its_settings(
+    session: Session, cluster: Cluster
+) -> None:
+    task_id = submit_task(
+        cluster, "nvidia-smi", queue="gpu-nobody-serves", priority=7, env={"MODEL": "small"}
+    )
+    page = session.page
+    page.goto(f"/ui/tasks/{task_id}")
+    expect(page.locator(".notice-waiting")).to_contain_text("gpu-nobody-serves", timeout=SEEN)
+    details = page.get_by_role("region", name="Details")
+
+    def fact(label: str) -> Locator:
+        return details.locator(".fact").filter(
+            has=page.locator("dt", has_text=re.compile(f"^{label}$"))
+        )
+
+    expect(fact("Queue")).to_contain_text("gpu-nobody-serves")
+    expect(fact("Priority")).to_contain_text("7")
+    expect(fact("Environment")).to_contain_text("MODEL=small")
+    assert cluster.http.post(f"/tasks/{task_id}/cancel").status_code == 200

@@ -39,7 +39,20 @@ function settings(task) {
     ['Retries left', `${task.retries_left} of ${task.max_retries}`],
     ['Retry backoff', durationText(task.retry_backoff_seconds)],
     ['Timeout', task.timeout_seconds ? durationText(task.timeout_seconds) : 'none'],
+    ['Lost-worker retries left', task.lost_retries === undefined ? null : `${task.lost_retries_left} of ${task.lost_retries}`],
+    ['Priority', task.priority === undefined ? null : String(task.priority)],
+    ['Queue', task.queue],
+    task.labels && Object.keys(task.labels).length ? ['Needs labels', pairsText(task.labels)] : null,
+    task.cwd ? ['Working directory', h('span', { class: 'mono' }, visibleText(task.cwd, { oneLine: true }))] : null,
+    task.env && Object.keys(task.env).length ? ['Environment', pairsText(task.env)] : null,
+    task.success_exit_codes && task.success_exit_codes.join() !== '0' ? ['Success exit codes', task.success_exit_codes.join(', ')] : null,
   ]);
+}
+
+/** {k: v} as one line of k=v, control characters visible. */
+function pairsText(pairs) {
+  const text = Object.entries(pairs).map(([k, v]) => `${k}=${v}`).join(' ');
+  return h('span', { class: 'mono small' }, visibleText(text, { oneLine: true }));
 }
 
 /** Each attempt as a bar on one time axis: waiting for its worker (light), then running. */
@@ -126,7 +139,9 @@ export async function taskPage({ main, params, signal, canWrite }) {
 
   function show() {
     commandBox.replaceChildren(visibleText(task.command));
-    replace(facts, settings(task));
+    replace(facts, task.waiting_for && task.status === 'queued'
+      ? h('p', { class: 'notice-waiting', role: 'status' }, `Waiting: ${task.waiting_for}`) : null,
+    settings(task));
     replace(attempts, timeline(task), attemptsTable(task));
     output.update(task);
     replace(actions, canWrite && !FINISHED.has(task.status) ? button('Cancel task', async () => {
