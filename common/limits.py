@@ -28,6 +28,11 @@ ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
 RESERVED_ENV_PREFIX = "SKIPLOCK_"
 MAX_CWD_BYTES = 4096
 MAX_SUCCESS_EXIT_CODES = 256
+# Hard rlimits a task may set on its command (the DDL checks the same bounds): below these
+# minimums bash itself cannot start.
+MEMORY_LIMIT_BOUNDS = (16 * 1024 * 1024, 1024**4)
+CPU_LIMIT_BOUNDS = (1, 31 * 86400)
+OPEN_FILES_LIMIT_BOUNDS = (16, 1048576)
 
 
 def env_problem(env: dict[str, str] | object, field: str = "env") -> str:

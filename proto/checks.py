@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 
 from common.limits import (
+    CPU_LIMIT_BOUNDS,
     MAX_COMMAND_BYTES,
+    MEMORY_LIMIT_BOUNDS,
+    OPEN_FILES_LIMIT_BOUNDS,
     cwd_problem,
     env_problem,
     exit_codes_problem,
@@ -159,6 +162,19 @@ def report_status_problem(request: pb.ReportStatusRequest) -> str:
     )
 
 
+def limits_problem(request: pb.SubmitTaskRequest) -> str:
+    """A resource limit outside its bounds ('' when none is)."""
+    given = (
+        ("memory_limit_bytes", request.HasField("memory_limit_bytes"), MEMORY_LIMIT_BOUNDS),
+        ("cpu_limit_seconds", request.HasField("cpu_limit_seconds"), CPU_LIMIT_BOUNDS),
+        ("open_files_limit", request.HasField("open_files_limit"), OPEN_FILES_LIMIT_BOUNDS),
+    )
+    for name, present, (low, high) in given:
+        if present and not low <= getattr(request, name) <= high:
+            return f"{name} must be between {low} and {high}"
+    return ""
+
+
 def attempt_problem(request: pb.SubmitTaskRequest) -> str:
     """Why one attempt of a hand-over cannot be run as sent; the worker refuses it with this."""
     return first(
@@ -169,6 +185,7 @@ def attempt_problem(request: pb.SubmitTaskRequest) -> str:
         timestamp_problem(request, "not_before"),
         env_problem(dict(request.env)),
         cwd_problem(request.cwd) if request.cwd else "",
+        limits_problem(request),
         exit_codes_problem(list(request.success_exit_codes))
         if request.success_exit_codes
         else "",

@@ -10,10 +10,13 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from common.limits import (
+    CPU_LIMIT_BOUNDS,
     MAX_COMMAND_BYTES,
     MAX_CWD_BYTES,
     MAX_ENV_VARIABLES,
     MAX_SUCCESS_EXIT_CODES,
+    MEMORY_LIMIT_BOUNDS,
+    OPEN_FILES_LIMIT_BOUNDS,
     cwd_problem,
     env_problem,
 )
@@ -153,6 +156,34 @@ OutputCap = Annotated[
 ]
 
 
+MemoryLimit = Annotated[
+    int,
+    Field(
+        ge=MEMORY_LIMIT_BOUNDS[0],
+        le=MEMORY_LIMIT_BOUNDS[1],
+        description="address space of the command and of each process it starts, in bytes "
+        "(a hard limit no descendant can raise); null: the worker's own",
+    ),
+]
+CpuLimit = Annotated[
+    int,
+    Field(
+        ge=CPU_LIMIT_BOUNDS[0],
+        le=CPU_LIMIT_BOUNDS[1],
+        description="CPU seconds each process of the command may use (SIGXCPU, then SIGKILL); "
+        "null: the worker's own",
+    ),
+]
+OpenFilesLimit = Annotated[
+    int,
+    Field(
+        ge=OPEN_FILES_LIMIT_BOUNDS[0],
+        le=OPEN_FILES_LIMIT_BOUNDS[1],
+        description="open files per process of the command; null: the worker's own",
+    ),
+]
+
+
 class ExecutionSettings(BaseModel):
     """How a command runs, for a task and for every run of a schedule."""
 
@@ -160,6 +191,9 @@ class ExecutionSettings(BaseModel):
     cwd: Cwd | None = None
     success_exit_codes: ExitCodes = Field(default_factory=lambda: [0])
     output_cap_bytes: OutputCap | None = None
+    memory_limit_bytes: MemoryLimit | None = None
+    cpu_limit_seconds: CpuLimit | None = None
+    open_files_limit: OpenFilesLimit | None = None
 
 
 class ScheduleRequest(ExecutionSettings):
@@ -342,6 +376,9 @@ class TaskDetailView(TaskStatusView):
     output_cap_bytes: int | None = Field(
         description="bytes of output kept at each end; null: the worker's --output-cap-bytes"
     )
+    memory_limit_bytes: int | None = Field(description="hard address-space limit, bytes")
+    cpu_limit_seconds: int | None = Field(description="hard CPU-time limit per process")
+    open_files_limit: int | None = Field(description="hard open-files limit per process")
     waiting_for: str | None = Field(
         default=None, description="why a due queued task is not running yet, when known"
     )
@@ -360,4 +397,7 @@ def execution_view(row: TaskRow | ScheduleSettings) -> dict[str, Any]:
         "cwd": row.cwd,
         "success_exit_codes": row.success_exit_codes,
         "output_cap_bytes": row.output_cap_bytes,
+        "memory_limit_bytes": row.memory_limit_bytes,
+        "cpu_limit_seconds": row.cpu_limit_seconds,
+        "open_files_limit": row.open_files_limit,
     }

@@ -13,11 +13,14 @@ from common.routing import DEFAULT_QUEUE
 from scheduler_svc.api_models import (
     Backoff,
     Command,
+    CpuLimit,
     Cwd,
     Env,
     ExecutionSettings,
     ExitCodes,
     Labels,
+    MemoryLimit,
+    OpenFilesLimit,
     OutputCap,
     Priority,
     Queue,
@@ -90,7 +93,16 @@ class ScheduleCreate(ExecutionSettings):
 
 
 # Fields a PATCH may set to null: null removes the setting.
-NULLABLE = frozenset({"timeout_seconds", "cwd", "output_cap_bytes"})
+NULLABLE = frozenset(
+    {
+        "timeout_seconds",
+        "cwd",
+        "output_cap_bytes",
+        "memory_limit_bytes",
+        "cpu_limit_seconds",
+        "open_files_limit",
+    }
+)
 
 
 class SchedulePatch(BaseModel):
@@ -117,6 +129,9 @@ class SchedulePatch(BaseModel):
     cwd: Cwd | None = None  # null: the worker's working directory
     success_exit_codes: ExitCodes | None = None
     output_cap_bytes: OutputCap | None = None  # null: the worker's cap
+    memory_limit_bytes: MemoryLimit | None = None  # null: the worker's own limits
+    cpu_limit_seconds: CpuLimit | None = None
+    open_files_limit: OpenFilesLimit | None = None
 
     def null_fields(self) -> list[str]:
         """Fields sent as null that cannot be null."""

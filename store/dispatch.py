@@ -215,7 +215,8 @@ WITH available AS (
     JOIN slots s ON s.queues = d.queues AND s.labels = d.labels AND s.n = d.n
     WHERE t.id = d.id
     RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at,
-              t.schedule_id, t.env, t.cwd, t.success_exit_codes, t.output_cap_bytes
+              t.schedule_id, t.env, t.cwd, t.success_exit_codes, t.output_cap_bytes,
+              t.memory_limit_bytes, t.cpu_limit_seconds, t.open_files_limit
 ), opened AS (
     INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
     SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
@@ -231,6 +232,7 @@ WITH available AS (
 )
 SELECT c.id AS task_id, c.attempt, c.command, c.timeout_seconds, c.run_at, c.worker_id,
        w.address, c.schedule_id, c.env, c.cwd, c.success_exit_codes, c.output_cap_bytes,
+       c.memory_limit_bytes, c.cpu_limit_seconds, c.open_files_limit,
        h.free, h.more, h.next_due_in
 FROM hint h
 LEFT JOIN (claimed c JOIN workers w ON w.id = c.worker_id) ON true

@@ -52,6 +52,10 @@ class TaskRow:
     # Retries paid for lost work before ordinary ones, and how many were used (migration 012).
     lost_retries: int = 0
     losses: int = 0
+    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,10 @@ class NewTask:
     success_exit_codes: list[int] = field(default_factory=lambda: [0])
     output_cap_bytes: int | None = None
     lost_retries: int = DEFAULT_LOST_RETRIES
+    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,9 @@ class ClaimedAttempt:
     cwd: str | None
     success_exit_codes: list[int]
     output_cap_bytes: int | None
+    memory_limit_bytes: int | None
+    cpu_limit_seconds: int | None
+    open_files_limit: int | None
 
 
 CLAIMED_FIELDS = tuple(f.name for f in fields(ClaimedAttempt))
@@ -290,6 +301,10 @@ class ScheduleSettings:
     success_exit_codes: list[int] = field(default_factory=lambda: [0])
     output_cap_bytes: int | None = None
     lost_retries: int = DEFAULT_LOST_RETRIES
+    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

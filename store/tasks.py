@@ -21,11 +21,13 @@ from store.wakeups import WAKEUP_CHANNEL, Topic
 INSERT_TASK = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                    timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env,
-                   cwd, success_exit_codes, output_cap_bytes, lost_retries)
+                   cwd, success_exit_codes, output_cap_bytes, lost_retries, memory_limit_bytes,
+                   cpu_limit_seconds, open_files_limit)
 SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
        %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s, %(queue)s,
        %(labels)s::jsonb, %(env)s::jsonb, %(cwd)s, %(success_exit_codes)s::smallint[],
-       %(output_cap_bytes)s, %(lost_retries)s
+       %(output_cap_bytes)s, %(lost_retries)s, %(memory_limit_bytes)s, %(cpu_limit_seconds)s,
+       %(open_files_limit)s
 FROM (SELECT coalesce(
           %(scheduled_at)s::timestamptz,
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
@@ -66,6 +68,9 @@ def execution_params(new: NewTask) -> dict[str, object]:
         "cwd": new.cwd,
         "success_exit_codes": new.success_exit_codes,
         "output_cap_bytes": new.output_cap_bytes,
+        "memory_limit_bytes": new.memory_limit_bytes,
+        "cpu_limit_seconds": new.cpu_limit_seconds,
+        "open_files_limit": new.open_files_limit,
     }
 
 
@@ -75,21 +80,25 @@ def execution_params(new: NewTask) -> dict[str, object]:
 _INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                        timeout_seconds, idempotency_key, request_hash, priority, queue, labels,
-                       env, cwd, success_exit_codes, output_cap_bytes, lost_retries)
+                       env, cwd, success_exit_codes, output_cap_bytes, lost_retries,
+                       memory_limit_bytes, cpu_limit_seconds, open_files_limit)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
            n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority, n.queue, n.labels,
            n.env::jsonb, n.cwd, n.success_exit_codes::smallint[], n.output_cap_bytes,
-           n.lost_retries
+           n.lost_retries, n.memory_limit_bytes, n.cpu_limit_seconds, n.open_files_limit
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
                 %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
                 %(idempotency_keys)s::text[], %(request_hashes)s::text[], %(priorities)s::int[],
                 %(queues)s::text[], %(labels)s::jsonb[],
                 %(envs)s::text[], %(cwds)s::text[], %(success_exit_codes)s::text[],
-                %(output_cap_bytes)s::int[], %(lost_retries)s::int[])
+                %(output_cap_bytes)s::int[], %(lost_retries)s::int[],
+                %(memory_limit_bytes)s::int8[], %(cpu_limit_seconds)s::int[],
+                %(open_files_limit)s::int[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
                timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env, cwd,
-               success_exit_codes, output_cap_bytes, lost_retries)
+               success_exit_codes, output_cap_bytes, lost_retries, memory_limit_bytes,
+               cpu_limit_seconds, open_files_limit)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
@@ -119,6 +128,9 @@ def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
             cwds="cwd",
             output_cap_bytes="output_cap_bytes",
             lost_retries="lost_retries",
+            memory_limit_bytes="memory_limit_bytes",
+            cpu_limit_seconds="cpu_limit_seconds",
+            open_files_limit="open_files_limit",
         ),
         "labels": [json.dumps(t.labels) for t in tasks],
         # One element per task: JSON text, and '{0,3}' text for each list of exit statuses.

@@ -246,3 +246,51 @@ def test_a_double_forked_setsid_sleep_is_gone_after_success(contained, tmp_path)
     assert finished(contained, task_id)["status"] == "succeeded"
     (pid,) = read_pids(pidfile, 1)
     wait_for(lambda: gone(pid), 10, message=f"setsid sleep {pid} to be killed")
+
+
+# --- per-task resource limits -------------------------------------------------------------------
+
+
+def test_limits_bind_the_command_and_every_process_it_starts(contained):
+    """Hard limits: a grandchild sees them too, and cannot raise them."""
+    task_id = submit(
+        contained,
+        "ulimit -Hv; ulimit -Ht; ulimit -Hn; "
+        "bash -c 'ulimit -Hn; ulimit -n 4096 2>/dev/null || echo refused'",
+        memory_limit_bytes=512 * 1024 * 1024,
+        cpu_limit_seconds=30,
+        open_files_limit=64,
+    )
+    assert finished(contained, task_id)["status"] == "succeeded"
+    assert output(contained, task_id) == "524288\n30\n64\n64\nrefused\n"
+    detail = contained.http.get(f"/tasks/{task_id}").json()
+    assert (detail["memory_limit_bytes"], detail["cpu_limit_seconds"]) == (512 * 1024 * 1024, 30)
+    assert detail["open_files_limit"] == 64
+
+
+def test_a_command_over_its_memory_limit_fails(contained):
+    command = "python3 -c 'bytearray(256 * 1024 * 1024)'"
+    limited = submit(contained, command, memory_limit_bytes=128 * 1024 * 1024)
+    detail = finished(contained, limited)
+    assert (detail["status"], detail["last_reason"]) == ("failed", "exit_code")
+    assert "MemoryError" in output(contained, limited)
+
+
+def test_a_busy_command_over_its_cpu_limit_is_killed(contained):
+    task_id = submit(contained, "while :; do :; done", cpu_limit_seconds=1, timeout_seconds=60)
+    detail = finished(contained, task_id)
+    # Soft and hard limits are equal, so the kernel's SIGKILL (137) comes with or instead of
+    # its SIGXCPU (152); long before the 60 s timeout either way.
+    assert detail["status"] == "failed" and detail["exit_code"] in (137, 152)
+    assert detail["last_reason"] == "exit_code"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("memory_limit_bytes", 1024), ("cpu_limit_seconds", 0), ("open_files_limit", 8),
+     ("open_files_limit", 2_000_000)],
+)  # fmt: skip
+def test_limits_out_of_bounds_are_refused(contained, field, value):
+    response = contained.http.post("/schedule", json={"command": "true", field: value})
+    assert response.status_code == 422, response.text
+    assert field in response.text

@@ -49,6 +49,8 @@ class Execution:
     cwd: str | None = None
     # Exit statuses reported as success.
     success_exit_codes: frozenset[int] = frozenset({0})
+    # Hard rlimits of the command and everything it starts; None: the worker's own.
+    limits: Limits | None = None
     started_at: datetime | None = None
     # The output file as far as shipped, once spawned (None when output_cap is 0).
     output: OutputFile | None = None
@@ -91,13 +93,41 @@ def create_output(path: Path, group: int | None = None) -> int:
     return fd
 
 
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int | None = None
+    cpu_seconds: int | None = None
+    open_files: int | None = None
+
+    def ulimit_script(self) -> str:
+        """bash that sets these as hard and soft limits, then runs the command ($1) as `bash -c`
+        would: the limits bind every process it starts, and none of them can raise one."""
+        settings = [
+            f"ulimit -{flag} {value}"
+            for flag, value in (
+                ("v", None if self.memory_bytes is None else self.memory_bytes // 1024),
+                ("t", self.cpu_seconds),
+                ("n", self.open_files),
+            )
+            if value is not None
+        ]
+        return " && ".join(settings) + ' || exit 126; exec bash -c "$1"'
+
+
 def spawn(
-    command: str, output_fd: int, env: dict[str, str], cwd: str | None = None
+    command: str,
+    output_fd: int,
+    env: dict[str, str],
+    cwd: str | None = None,
+    limits: Limits | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `bash -c command` as the leader of a new session and process group, its stdout
     and stderr both `output_fd` (the pipe the worker pumps into the output file)."""
+    argv = ["bash", "-c", command]
+    if limits is not None:
+        argv = ["bash", "-c", limits.ulimit_script(), "bash", command]
     return subprocess.Popen(
-        ["bash", "-c", command],
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=output_fd,
         stderr=subprocess.STDOUT,
@@ -177,7 +207,9 @@ class ProcessRunner:
             return Outcome(pb.ATTEMPT_STATE_SPAWN_FAILED, None, datetime.now(UTC), detail)
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
-            proc = spawn(execution.command, write_end, execution.env, execution.cwd)
+            proc = spawn(
+                execution.command, write_end, execution.env, execution.cwd, execution.limits
+            )
         except OSError as exc:
             for unused in (fd, read_end):
                 os.close(unused)

@@ -10,7 +10,7 @@ from proto import checks
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from proto.timestamps import from_timestamp
-from worker_svc.process import Execution
+from worker_svc.process import Execution, Limits
 
 if TYPE_CHECKING:
     from worker_svc.service import Worker
@@ -56,6 +56,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 ),
                 cwd=request.cwd or None,
                 success_exit_codes=frozenset(request.success_exit_codes or [0]),
+                limits=limits_of(request),
             )
         )
         return pb.SubmitTaskResponse(accepted=True)
@@ -77,3 +78,13 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         if self.worker.free_slots() == 0:
             return "no free slot"
         return checks.attempt_problem(request)
+
+
+def limits_of(request: pb.SubmitTaskRequest) -> Limits | None:
+    """The attempt's resource limits; None when it sets none."""
+    limits = Limits(
+        memory_bytes=request.memory_limit_bytes if request.HasField("memory_limit_bytes") else None,
+        cpu_seconds=request.cpu_limit_seconds if request.HasField("cpu_limit_seconds") else None,
+        open_files=request.open_files_limit if request.HasField("open_files_limit") else None,
+    )
+    return None if limits == Limits() else limits

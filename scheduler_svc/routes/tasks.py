@@ -103,6 +103,9 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         success_exit_codes=body.success_exit_codes,
         output_cap_bytes=body.output_cap_bytes,
         lost_retries=body.lost_retries,
+        memory_limit_bytes=body.memory_limit_bytes,
+        cpu_limit_seconds=body.cpu_limit_seconds,
+        open_files_limit=body.open_files_limit,
     )
 
 
