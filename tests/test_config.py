@@ -341,3 +341,13 @@ def test_output_group_by_name_or_number():
     assert worker_config.load(["--output-group=1234"], {}).output_group == 1234
     with pytest.raises(ConfigError, match="--output-group"):
         worker_config.load(["--output-group=no-such-group-here"], {})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may run commands as another user")
+def test_run_as_names_a_user_with_its_groups_and_home():
+    config = worker_config.load(["--run-as=nobody"], {"HOME": "/root"})
+    assert config.run_as is not None and config.run_as.uid == 65534
+    assert dict(config.command_env)["HOME"] == config.run_as.home
+    assert worker_config.load([], {"HOME": "/root"}).run_as is None
+    with pytest.raises(ConfigError, match="--run-as"):
+        worker_config.load(["--run-as=no-such-user-here"], {})

@@ -5,6 +5,7 @@ even what left its session, outlives the attempt."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from devtools.cluster import Cluster, wait_for
 from devtools.tasks import submit
 from tests.support.pids import pid_alive, read_pids
 
+# The queue of the worker that runs its commands as `nobody`.
+NOBODY = "as-nobody"
 SECRETS = ("SKIPLOCK_CLUSTER_TOKEN", "DATABASE_URL", "WORKER_ID", "WORKER_PRIVATE")
 
 
@@ -35,6 +38,9 @@ def contained(
         cluster.start_coordinator()
         cluster.start_scheduler()
         cluster.start_worker("worker-1", extra_args=["--pass-env=SHARED_SETTING,NOT_SET_HERE"])
+        if os.geteuid() == 0:  # only root may run commands as another user
+            as_nobody = [f"--queues={NOBODY}", "--run-as=nobody"]
+            cluster.start_worker("worker-nobody", extra_args=as_nobody)
         yield cluster
     finally:
         if request.session.testsfailed > failed_before:
@@ -294,3 +300,11 @@ def test_limits_out_of_bounds_are_refused(contained, field, value):
     response = contained.http.post("/schedule", json={"command": "true", field: value})
     assert response.status_code == 422, response.text
     assert field in response.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running commands as another user needs root")
+def test_a_worker_run_as_another_user_runs_commands_as_that_user(contained):
+    task_id = submit(contained, "id -un; id -gn; echo $HOME", queue=NOBODY)
+    detail = finished(contained, task_id)
+    assert (detail["status"], detail["worker_id"]) == ("succeeded", "worker-nobody")
+    assert output(contained, task_id) == "nobody\nnogroup\n/nonexistent\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import grp
 import os
+import pwd
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from common.metrics import add_metrics_flag, metrics_port
 from common.output import DEFAULT_OUTPUT_CAP_BYTES, MAX_OUTPUT_CAP_BYTES
 from common.routing import DEFAULT_QUEUE, parse_labels, parse_queues
 from worker_svc.environment import base_environment, parse_pass_env
+from worker_svc.process import RunAs
 
 DEFAULT_OUTPUT_FILE_MAX_BYTES = 1 << 30
 
@@ -66,6 +68,8 @@ class WorkerConfig:
     labels: tuple[tuple[str, str], ...] = ()
     # group id owning the output files (mode 0640); None keeps them 0600, the worker's alone
     output_group: int | None = None
+    # the user commands run as (the worker runs as root); None: the worker's own user
+    run_as: RunAs | None = None
     # bytes of a command's output written to its output file at most; 0: no limit
     output_file_max_bytes: int = DEFAULT_OUTPUT_FILE_MAX_BYTES
 
@@ -219,6 +223,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         "0: no limit)",
     )
     parser.add_argument(
+        "--run-as",
+        default=None,
+        help="user name or id commands run as, with that user's groups and HOME (the worker "
+        "must run as root); default: the worker's own user",
+    )
+    parser.add_argument(
         "--output-group",
         default=None,
         help="group name or id given the output files, readable by it (mode 0640); "
@@ -256,6 +266,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         labels = parse_labels(args.labels)
     except ValueError as exc:
         raise ConfigError(f"--labels: {exc}") from None
+    run_as = None if args.run_as is None else run_as_user(args.run_as)
     hostname = socket.gethostname()
     advertise_host, advertise_port = advertised_host(listen, env, hostname)
     return WorkerConfig(
@@ -278,10 +289,34 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         queues=queues,
         labels=tuple(sorted(labels.items())),
         output_retention=output_retention(args.output_retention),
-        command_env=base_environment(env, parse_pass_env(args.pass_env)),
+        command_env=command_base(env, parse_pass_env(args.pass_env), run_as),
+        run_as=run_as,
         output_group=None if args.output_group is None else group_id(args.output_group),
         output_file_max_bytes=args.output_file_max_bytes,
     )
+
+
+def run_as_user(value: str) -> RunAs:
+    """--run-as: a user name or id, with its groups and home; only root may switch users."""
+    if os.geteuid() != 0:
+        raise ConfigError("--run-as: the worker must run as root to run commands as another user")
+    text = value.strip()
+    try:
+        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except KeyError:
+        raise ConfigError(f"--run-as: no user {text!r}") from None
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return RunAs(entry.pw_uid, entry.pw_gid, groups, entry.pw_dir or "/")
+
+
+def command_base(
+    env: Mapping[str, str], pass_env: tuple[str, ...], run_as: RunAs | None
+) -> tuple[tuple[str, str], ...]:
+    """The base environment of commands; HOME is the --run-as user's when there is one."""
+    base = dict(base_environment(env, pass_env))
+    if run_as is not None:
+        base["HOME"] = run_as.home
+    return tuple(base.items())
 
 
 def group_id(value: str) -> int:

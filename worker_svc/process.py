@@ -94,6 +94,16 @@ def create_output(path: Path, group: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """The user commands run as, when the worker runs as root and is told another."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+@dataclass(frozen=True)
 class Limits:
     memory_bytes: int | None = None
     cpu_seconds: int | None = None
@@ -120,6 +130,7 @@ def spawn(
     env: dict[str, str],
     cwd: str | None = None,
     limits: Limits | None = None,
+    run_as: RunAs | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `bash -c command` as the leader of a new session and process group, its stdout
     and stderr both `output_fd` (the pipe the worker pumps into the output file)."""
@@ -135,6 +146,9 @@ def spawn(
         close_fds=True,
         env=env,
         cwd=cwd,
+        user=None if run_as is None else run_as.uid,
+        group=None if run_as is None else run_as.gid,
+        extra_groups=None if run_as is None else list(run_as.groups),
     )
 
 
@@ -181,6 +195,7 @@ class ProcessRunner:
         reaper: Reaper | None = None,
         output_group: int | None = None,
         output_file_limit: int = 0,
+        run_as: RunAs | None = None,
     ) -> None:
         self.kill_grace = kill_grace
         self.reaper = reaper or Reaper()
@@ -188,6 +203,8 @@ class ProcessRunner:
         self.output_group = output_group
         # Bytes of output written to each output file at most; 0: no limit.
         self.output_file_limit = output_file_limit
+        # The user commands run as; None: the worker's own.
+        self.run_as = run_as
 
     async def run(self, execution: Execution, on_started: Callable[[], None]) -> Outcome:
         """Run the command to its end; `on_started` is called once it has been spawned."""
@@ -208,7 +225,12 @@ class ProcessRunner:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             proc = spawn(
-                execution.command, write_end, execution.env, execution.cwd, execution.limits
+                execution.command,
+                write_end,
+                execution.env,
+                execution.cwd,
+                execution.limits,
+                self.run_as,
             )
         except OSError as exc:
             for unused in (fd, read_end):

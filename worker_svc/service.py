@@ -45,6 +45,7 @@ class Worker:
             config.kill_grace,
             output_group=config.output_group,
             output_file_limit=config.output_file_max_bytes,
+            run_as=config.run_as,
         )
         self.reporter = Reporter(client, config.worker_id, self.on_stale)
         self.executions: dict[Key, Execution] = {}
