@@ -6,6 +6,7 @@ even what left its session, outlives the attempt."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from tests.support.pids import pid_alive, read_pids
 
 # The queue of the worker that runs its commands as `nobody`.
 NOBODY = "as-nobody"
+# The queue of the worker a test shuts down.
+DRAINING = "drain-me"
 SECRETS = ("SKIPLOCK_CLUSTER_TOKEN", "DATABASE_URL", "WORKER_ID", "WORKER_PRIVATE")
 
 
@@ -41,6 +44,8 @@ def contained(
         if os.geteuid() == 0:  # only root may run commands as another user
             as_nobody = [f"--queues={NOBODY}", "--run-as=nobody"]
             cluster.start_worker("worker-nobody", extra_args=as_nobody)
+        draining = [f"--queues={DRAINING}", "--drain-timeout=1"]
+        cluster.start_worker("worker-draining", extra_args=draining)
         yield cluster
     finally:
         if request.session.testsfailed > failed_before:
@@ -243,6 +248,18 @@ def test_an_escaped_child_is_killed_when_the_task_is_cancelled(contained, tmp_pa
     assert contained.http.post(f"/tasks/{task_id}/cancel").status_code == 200
     assert finished(contained, task_id)["status"] == "cancelled"
     assert_escapee_killed(contained, task_id, pidfile)
+
+
+def test_an_escaped_child_is_killed_when_its_worker_shuts_down(contained, tmp_path):
+    """SIGTERM: the worker drains, stops the command at the drain timeout, and takes what the
+    command left behind with it instead of leaving it to init."""
+    pidfile = tmp_path / "pid"
+    task_id = submit(contained, ESCAPE.format(pidfile=pidfile) + "sleep 300", queue=DRAINING)
+    (pid,) = read_pids(pidfile, 1)
+    worker = contained.workers["worker-draining"]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    assert not pid_alive(pid), f"escaped pid {pid} of {task_id} outlived its worker"
 
 
 def test_a_double_forked_setsid_sleep_is_gone_after_success(contained, tmp_path):

@@ -161,6 +161,15 @@ class Reaper:
             # Collect what was just killed once it has died.
             self._timer = loop.call_later(self.SWEEP_INTERVAL, self._sweep_ended)
 
+    def flush(self) -> int:
+        """Sweep now for every attempt that has ended, as the worker shuts down: its adopted
+        orphans would otherwise pass to init and outlive it. Returns how many it killed."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        ended, self.ended = self.ended, set()
+        return self.sweep(ended)
+
     def leftovers(self, ended: set[int], procs: dict[int, Proc]) -> set[int]:
         """Every live process of the ended attempts: in their groups or sessions, adopted and
         marked with an attempt no longer running (or with none), and their descendants."""

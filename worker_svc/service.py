@@ -273,5 +273,7 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     finally:
         loops_stop.set()
         await worker.stop_all()
+        # What the last attempts left behind dies with the worker, not after it.
+        worker.runner.reaper.flush()
         await server.stop(grace=1.0)
         await client.close()
