@@ -2,7 +2,8 @@
 
 Triggers write the rows (store/migrations/006_events.sql). A position is (xid, id): readers
 take events in that order and only those of transactions older than every transaction still in
-progress, so an event that commits late is still ahead of every position served.
+progress that may write here (HORIZON), so an event that commits late is still ahead of every
+position served.
 """
 
 from __future__ import annotations
@@ -54,9 +55,25 @@ class EventFilter:
     schedule_id: UUID | None = None
 
 
+# The horizon: the oldest transaction still in progress that may write this database's events,
+# or the next transaction id when none is. Transactions that pg_stat_activity shows running in
+# another database cannot, so a long one there does not hold the stream back; every other
+# in-progress transaction counts (one that ended after the snapshot, or that we may not see,
+# included), so no event of this database is ever passed over.
+HORIZON = """
+SELECT coalesce(
+    (SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x
+     WHERE mod(x::text::bigint, 4294967296) NOT IN (
+         SELECT backend_xid::text::bigint FROM pg_stat_activity
+         WHERE backend_xid IS NOT NULL
+           AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database()))),
+    pg_snapshot_xmax(s.snap)) AS horizon
+FROM (SELECT pg_current_snapshot() AS snap) s
+"""
+
 # Where a reader that wants only what happens from now on starts: before every transaction
 # still in progress.
-START = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1"
+START = f"SELECT horizon::text::bigint - 1 FROM ({HORIZON}) h"
 
 
 async def start(conn: Conn) -> Position:
@@ -66,10 +83,10 @@ async def start(conn: Conn) -> Position:
     return Position(int(row[0]), LAST_ID)
 
 
-# Events after a position, in order, matching the filter, of transactions older than the
-# oldest one in progress (`horizon`, on every row; the event columns are NULL when none).
-READ = """
-WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
+# Events after a position, in order, matching the filter, of transactions before the horizon
+# (on every row; the event columns are NULL when none).
+READ = f"""
+WITH h AS ({HORIZON})
 SELECT h.horizon::text::bigint AS horizon, e.*
 FROM h LEFT JOIN LATERAL (
     SELECT e.xid::text::bigint AS xid, e.id, e.at, e.kind, e.task_id, e.schedule_id,

@@ -39,9 +39,13 @@ class Stream:
         self.lines = response.iter_lines()
         self.last_id: str | None = None
 
-    def next_message(self) -> Message:
+    def next_message(self, deadline: float | None = None) -> Message:
+        """The next message; AssertionError once `deadline` (monotonic) has passed (checked as
+        lines arrive: the server sends a comment every 15 s when nothing happens)."""
         fields: dict[str, list[str]] = {}
         for line in self.lines:
+            if deadline is not None and time.monotonic() > deadline:
+                raise AssertionError("no message before the deadline")
             if line == "":
                 if "data" in fields or "event" in fields:
                     break
@@ -65,7 +69,7 @@ class Stream:
         deadline = time.monotonic() + timeout
         while not done(seen):
             assert time.monotonic() < deadline, f"timed out; got {seen}"
-            message = self.next_message()
+            message = self.next_message(deadline)
             assert message.event == "events"
             seen += message.data
         return seen
@@ -213,3 +217,14 @@ def test_a_client_further_behind_than_the_kept_events_is_told_of_the_gap(cluster
     assert "deleted" in str(gap.data)
     assert missed not in {e["task_id"] for e in resumed}
     assert [e["data"]["status"] for e in resumed if e["task_id"] == after] == ["queued"]
+
+
+def test_a_long_transaction_in_another_database_does_not_hold_the_stream(cluster, pg_admin_url):
+    with psycopg.connect(pg_admin_url) as elsewhere:
+        # A transaction with an id, left open in another database of the same server.
+        elsewhere.execute("SELECT pg_current_xact_id()")
+        with open_stream(cluster, kind="task") as stream:
+            task_id = submit(cluster, "echo while another database waits", delay_seconds=3600)
+            seen = stream.events_until(lambda s: task_id in {e["task_id"] for e in s}, 30)
+        assert of_task(seen, task_id, "task") == ["queued"]
+        elsewhere.rollback()
