@@ -13,6 +13,9 @@ MAX_LABELS = 16
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", re.ASCII)
 # A label value: 1-128 printable ASCII characters other than space, comma and equals.
 VALUE = re.compile(r"[!-+\--<>-~]{1,128}", re.ASCII)
+# A concurrency key: 1-128 of letters, digits and _ . : / - , starting with a letter or digit.
+CONCURRENCY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}", re.ASCII)
+MAX_CONCURRENCY_LIMIT = 10_000
 NAME_RULE = "1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
 VALUE_RULE = "1-128 printable ASCII characters other than space, ',' and '='"
 

@@ -21,7 +21,13 @@ from common.limits import (
     env_problem,
 )
 from common.output import MAX_OUTPUT_CAP_BYTES
-from common.routing import DEFAULT_QUEUE, labels_problem, queue_problem
+from common.routing import (
+    CONCURRENCY_KEY,
+    DEFAULT_QUEUE,
+    MAX_CONCURRENCY_LIMIT,
+    labels_problem,
+    queue_problem,
+)
 from store.models import AttemptRow, ScheduleSettings, TaskRow
 from store.vocabulary import DEFAULT_LOST_RETRIES
 
@@ -115,6 +121,33 @@ def check_cwd(value: str) -> str:
     return value
 
 
+def check_concurrency_key(value: str) -> str:
+    if not CONCURRENCY_KEY.fullmatch(value):
+        raise ValueError(
+            "must be 1-128 letters, digits, '_', '.', ':', '/' or '-', starting with a letter "
+            "or digit"
+        )
+    return value
+
+
+ConcurrencyKey = Annotated[str, Field(max_length=128), AfterValidator(check_concurrency_key)]
+ConcurrencyLimit = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT)]
+
+
+class ConcurrencySettings(BaseModel):
+    """At most concurrency_limit tasks with the same concurrency_key run at once, fleet-wide;
+    give both or neither."""
+
+    concurrency_key: ConcurrencyKey | None = None
+    concurrency_limit: ConcurrencyLimit | None = None
+
+    @model_validator(mode="after")
+    def key_with_limit(self) -> ConcurrencySettings:
+        if (self.concurrency_key is None) != (self.concurrency_limit is None):
+            raise ValueError("give concurrency_key and concurrency_limit together")
+        return self
+
+
 # The queue a task waits in, and the labels a worker needs to take it (common/routing.py).
 Queue = Annotated[str, Field(max_length=64), AfterValidator(check_queue)]
 Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
@@ -196,7 +229,7 @@ class ExecutionSettings(BaseModel):
     open_files_limit: OpenFilesLimit | None = None
 
 
-class ScheduleRequest(ExecutionSettings):
+class ScheduleRequest(ExecutionSettings, ConcurrencySettings):
     """POST /schedule. At most one of delay_seconds and scheduled_at; neither means now."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -296,6 +329,8 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
         "retries_left": max(task.max_retries - task.failures, 0),
         "lost_retries": task.lost_retries,
         "lost_retries_left": max(task.lost_retries - task.losses, 0),
+        "concurrency_key": task.concurrency_key,
+        "concurrency_limit": task.concurrency_limit,
         "retry_backoff_seconds": task.retry_backoff_seconds,
         "timeout_seconds": task.timeout_seconds,
         "priority": task.priority,
@@ -365,6 +400,10 @@ class TaskDetailView(TaskStatusView):
         description="retries for attempts lost with their worker, used before max_retries"
     )
     lost_retries_left: int
+    concurrency_key: str | None = Field(
+        default=None, description="at most concurrency_limit tasks with this key run at once"
+    )
+    concurrency_limit: int | None = None
     retry_backoff_seconds: float
     timeout_seconds: float | None
     priority: int = Field(description="-100..100, higher first; +1 per minute waited")

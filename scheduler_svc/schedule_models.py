@@ -13,6 +13,9 @@ from common.routing import DEFAULT_QUEUE
 from scheduler_svc.api_models import (
     Backoff,
     Command,
+    ConcurrencyKey,
+    ConcurrencyLimit,
+    ConcurrencySettings,
     CpuLimit,
     Cwd,
     Env,
@@ -70,7 +73,7 @@ CatchupWindow = Annotated[int, Field(ge=1, le=MAX_CATCHUP_WINDOW_SECONDS)]
 Jitter = Annotated[float, Field(ge=0, le=MAX_JITTER_SECONDS, allow_inf_nan=False)]
 
 
-class ScheduleCreate(ExecutionSettings):
+class ScheduleCreate(ExecutionSettings, ConcurrencySettings):
     """POST /schedules; the execution settings apply to every run."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -101,6 +104,8 @@ NULLABLE = frozenset(
         "memory_limit_bytes",
         "cpu_limit_seconds",
         "open_files_limit",
+        "concurrency_key",
+        "concurrency_limit",
     }
 )
 
@@ -119,6 +124,9 @@ class SchedulePatch(BaseModel):
     timeout_seconds: TimeoutSeconds | None = None  # null removes the timeout
     max_retries: Retries | None = None
     lost_retries: Retries | None = None
+    # Both or neither; both null removes the limit.
+    concurrency_key: ConcurrencyKey | None = None
+    concurrency_limit: ConcurrencyLimit | None = None
     retry_backoff_seconds: Backoff | None = None
     paused: bool | None = None
     jitter_seconds: Jitter | None = None
@@ -159,6 +167,8 @@ def schedule_view(row: ScheduleRow, upcoming: list[datetime]) -> dict[str, Any]:
         "timeout_seconds": row.timeout_seconds,
         "max_retries": row.max_retries,
         "lost_retries": row.lost_retries,
+        "concurrency_key": row.concurrency_key,
+        "concurrency_limit": row.concurrency_limit,
         "retry_backoff_seconds": row.retry_backoff_seconds,
         "paused": row.paused,
         "jitter_seconds": row.jitter_seconds,
@@ -208,6 +218,8 @@ class ScheduleView(BaseModel):
     timeout_seconds: float | None
     max_retries: int
     lost_retries: int = Field(default=0, description="retries of runs lost with their worker")
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
     retry_backoff_seconds: float
     paused: bool
     jitter_seconds: float

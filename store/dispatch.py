@@ -158,7 +158,10 @@ async def vanished_attempts(
 # tasks it may run (the class has every label the task asks for) are locked in claim order
 # (priority with aging: claim_rank, migration 008), skipping rows other coordinators hold; the
 # class keeps the best of them for its free slots, a task wanted by two classes goes to one,
-# and each gets an attempt counted against its worker. Nothing is ever claimed before its
+# and each gets an attempt counted against its worker. A task with a concurrency_key runs
+# only while fewer than its concurrency_limit tasks of the key do: the key's counter row is
+# locked (so coordinators claiming at once read its newest value; a key another coordinator
+# holds is skipped this time) and counts the claimed attempts. Nothing is ever claimed before its
 # run_at, and a task no live worker can take stays queued. Always returns at least one row:
 # `free` (slots offered), `more` (some class found as many tasks as it had slots: claim again)
 # and `next_due_in` (seconds until the earliest queued task not yet due, NULL when none) on
@@ -183,26 +186,41 @@ WITH available AS (
 ), classes AS (
     SELECT queues, labels, count(*) AS free FROM slots GROUP BY queues, labels
 ), offered AS (
-    SELECT c.queues, c.labels, c.free, d.id, d.rank
+    SELECT c.queues, c.labels, c.free, d.id, d.rank, d.ckey, d.climit
     FROM classes c
     CROSS JOIN LATERAL unnest(c.queues) AS q (name)
     CROSS JOIN LATERAL (
-        SELECT t.id, claim_rank(t.run_at, t.priority) AS rank FROM tasks t
+        SELECT t.id, claim_rank(t.run_at, t.priority) AS rank, t.concurrency_key AS ckey,
+               t.concurrency_limit AS climit
+        FROM tasks t
         WHERE t.status = 'queued' AND t.queue = q.name AND t.run_at <= now()
           AND c.labels @> t.labels
+          AND (t.concurrency_key IS NULL
+               OR NOT EXISTS (SELECT 1 FROM concurrency_keys f WHERE f.key = t.concurrency_key
+                                AND f.running >= t.concurrency_limit))
         ORDER BY claim_rank(t.run_at, t.priority)
         LIMIT c.free
         FOR UPDATE SKIP LOCKED
     ) d
     WHERE NOT EXISTS (SELECT 1 FROM queues p WHERE p.name = q.name AND p.paused)
 ), best AS (
-    SELECT queues, labels, free, id, rank,
+    SELECT queues, labels, free, id, rank, ckey, climit,
            row_number() OVER (PARTITION BY queues, labels ORDER BY rank, id) AS k
     FROM offered
-), chosen AS (
-    SELECT DISTINCT ON (id) id, rank, queues, labels FROM best
+), deduped AS (
+    SELECT DISTINCT ON (id) id, rank, queues, labels, ckey, climit FROM best
     WHERE k <= free
     ORDER BY id, k
+), keyed AS (
+    SELECT key, running FROM concurrency_keys
+    WHERE key IN (SELECT ckey FROM deduped)
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT d.id, d.rank, d.queues, d.labels
+    FROM (SELECT *, row_number() OVER (PARTITION BY ckey ORDER BY rank, id) AS kn
+          FROM deduped) d
+    LEFT JOIN keyed k ON k.key = d.ckey
+    WHERE d.ckey IS NULL OR k.running + d.kn <= d.climit
 ), numbered AS (
     SELECT id, queues, labels,
            row_number() OVER (PARTITION BY queues, labels ORDER BY rank, id) AS n
@@ -216,7 +234,7 @@ WITH available AS (
     WHERE t.id = d.id
     RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at,
               t.schedule_id, t.env, t.cwd, t.success_exit_codes, t.output_cap_bytes,
-              t.memory_limit_bytes, t.cpu_limit_seconds, t.open_files_limit
+              t.memory_limit_bytes, t.cpu_limit_seconds, t.open_files_limit, t.concurrency_key
 ), opened AS (
     INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
     SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
@@ -224,6 +242,11 @@ WITH available AS (
     UPDATE workers w SET open_attempts = w.open_attempts + c.n
     FROM (SELECT worker_id, count(*) AS n FROM claimed GROUP BY worker_id) c
     WHERE w.id = c.worker_id
+), counted_keys AS (
+    UPDATE concurrency_keys k SET running = k.running + c.n
+    FROM (SELECT concurrency_key AS key, count(*) AS n FROM claimed
+          WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) c
+    WHERE k.key = c.key
 ), hint AS (
     SELECT (SELECT count(*) FROM slots) AS free,
            EXISTS (SELECT 1 FROM best WHERE k = free) AS more,
@@ -341,6 +364,12 @@ r AS (
     UPDATE workers w SET open_attempts = w.open_attempts - f.n
     FROM (SELECT worker_id, count(*) AS n FROM ended GROUP BY worker_id) f
     WHERE w.id = f.worker_id
+), released AS (
+    UPDATE concurrency_keys k SET running = greatest(k.running - f.n, 0)
+    FROM (SELECT t.concurrency_key AS key, count(*) AS n
+          FROM ended e JOIN tasks t ON t.id = e.task_id
+          WHERE t.concurrency_key IS NOT NULL GROUP BY t.concurrency_key) f
+    WHERE k.key = f.key
 ), decision AS (
     SELECT d.*,
            CASE WHEN d.status = 'succeeded' THEN 'succeeded'

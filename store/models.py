@@ -56,6 +56,9 @@ class TaskRow:
     memory_limit_bytes: int | None = None
     cpu_limit_seconds: int | None = None
     open_files_limit: int | None = None
+    # At most concurrency_limit tasks with this key run at once (migration 014).
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class NewTask:
     memory_limit_bytes: int | None = None
     cpu_limit_seconds: int | None = None
     open_files_limit: int | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,8 @@ class ScheduleSettings:
     memory_limit_bytes: int | None = None
     cpu_limit_seconds: int | None = None
     open_files_limit: int | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

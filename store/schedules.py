@@ -46,14 +46,14 @@ INSERT INTO schedules (id, name, cron, timezone, command, overlap, catchup_windo
                        jitter_seconds, created_at, updated_at, anchor_at, active_from,
                        next_fire_at, priority, queue, labels, env, cwd, success_exit_codes,
                        output_cap_bytes, lost_retries, memory_limit_bytes, cpu_limit_seconds,
-                       open_files_limit)
+                       open_files_limit, concurrency_key, concurrency_limit)
 VALUES (%(id)s, %(name)s, %(cron)s, %(timezone)s, %(command)s, %(overlap)s,
         %(catchup_window_seconds)s, %(timeout_seconds)s, %(max_retries)s,
         %(retry_backoff_seconds)s, %(paused)s, %(jitter_seconds)s,
         %(at)s, %(at)s, %(at)s, %(at)s, %(next_fire_at)s, %(priority)s, %(queue)s,
         %(labels)s::jsonb, %(env)s::jsonb, %(cwd)s, %(success_exit_codes)s::smallint[],
         %(output_cap_bytes)s, %(lost_retries)s, %(memory_limit_bytes)s, %(cpu_limit_seconds)s,
-        %(open_files_limit)s)
+        %(open_files_limit)s, %(concurrency_key)s, %(concurrency_limit)s)
 ON CONFLICT (name) WHERE deleted_at IS NULL DO NOTHING
 RETURNING *
 """
@@ -115,6 +115,7 @@ SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, command = %(comma
     output_cap_bytes = %(output_cap_bytes)s, lost_retries = %(lost_retries)s,
     memory_limit_bytes = %(memory_limit_bytes)s, cpu_limit_seconds = %(cpu_limit_seconds)s,
     open_files_limit = %(open_files_limit)s,
+    concurrency_key = %(concurrency_key)s, concurrency_limit = %(concurrency_limit)s,
     active_from = CASE WHEN paused AND NOT %(paused)s THEN greatest(active_from, %(at)s)
                        ELSE active_from END,
     paused = %(paused)s, anchor_at = %(anchor_at)s, next_fire_at = %(next_fire_at)s,
@@ -271,7 +272,8 @@ WITH decided AS (
                        timeout_seconds, schedule_id, fire_time, exclusive_run, status,
                        cancelled_at, completed_at, last_reason, priority, queue, labels, env,
                        cwd, success_exit_codes, output_cap_bytes, lost_retries,
-                       memory_limit_bytes, cpu_limit_seconds, open_files_limit)
+                       memory_limit_bytes, cpu_limit_seconds, open_files_limit,
+                       concurrency_key, concurrency_limit)
     SELECT k.task_id, s.command, k.fire_time,
            k.fire_time + make_interval(secs => random() * s.jitter_seconds),
            s.max_retries, s.retry_backoff_seconds, s.timeout_seconds, s.id, k.fire_time,
@@ -280,7 +282,8 @@ WITH decided AS (
            CASE WHEN d.run_cancelled THEN now() END, CASE WHEN d.run_cancelled THEN now() END,
            CASE WHEN d.run_cancelled THEN 'cancelled' END, s.priority, s.queue, s.labels,
            s.env, s.cwd, s.success_exit_codes, s.output_cap_bytes, s.lost_retries,
-           s.memory_limit_bytes, s.cpu_limit_seconds, s.open_files_limit
+           s.memory_limit_bytes, s.cpu_limit_seconds, s.open_files_limit,
+           s.concurrency_key, s.concurrency_limit
     FROM ticked k
     JOIN decided d USING (schedule_id, fire_time)
     JOIN schedules s ON s.id = k.schedule_id
@@ -316,10 +319,11 @@ INSERT_TRIGGERED_RUN = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                    timeout_seconds, schedule_id, exclusive_run, priority, queue, labels, env,
                    cwd, success_exit_codes, output_cap_bytes, lost_retries, memory_limit_bytes,
-                   cpu_limit_seconds, open_files_limit)
+                   cpu_limit_seconds, open_files_limit, concurrency_key, concurrency_limit)
 SELECT %(task_id)s, command, now(), now(), max_retries, retry_backoff_seconds, timeout_seconds,
        id, overlap <> 'allow', priority, queue, labels, env, cwd, success_exit_codes,
-       output_cap_bytes, lost_retries, memory_limit_bytes, cpu_limit_seconds, open_files_limit
+       output_cap_bytes, lost_retries, memory_limit_bytes, cpu_limit_seconds, open_files_limit,
+       concurrency_key, concurrency_limit
 FROM schedules WHERE id = %(id)s
 RETURNING *
 """

@@ -22,12 +22,12 @@ INSERT_TASK = """
 INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                    timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env,
                    cwd, success_exit_codes, output_cap_bytes, lost_retries, memory_limit_bytes,
-                   cpu_limit_seconds, open_files_limit)
+                   cpu_limit_seconds, open_files_limit, concurrency_key, concurrency_limit)
 SELECT %(id)s, %(command)s, s.at, s.at, %(max_retries)s, %(retry_backoff_seconds)s,
        %(timeout_seconds)s, %(idempotency_key)s, %(request_hash)s, %(priority)s, %(queue)s,
        %(labels)s::jsonb, %(env)s::jsonb, %(cwd)s, %(success_exit_codes)s::smallint[],
        %(output_cap_bytes)s, %(lost_retries)s, %(memory_limit_bytes)s, %(cpu_limit_seconds)s,
-       %(open_files_limit)s
+       %(open_files_limit)s, %(concurrency_key)s, %(concurrency_limit)s
 FROM (SELECT coalesce(
           %(scheduled_at)s::timestamptz,
           now() + make_interval(secs => coalesce(%(delay_seconds)s::float8, 0))) AS at) s
@@ -56,6 +56,8 @@ async def insert_task(conn: Conn, task_id: UUID, new: NewTask) -> TaskRow | None
             "queue": new.queue,
             "labels": json.dumps(new.labels),
             "lost_retries": new.lost_retries,
+            "concurrency_key": new.concurrency_key,
+            "concurrency_limit": new.concurrency_limit,
             **execution_params(new),
         },
     )
@@ -81,11 +83,13 @@ _INSERT_FROM_ARRAYS = """
     INSERT INTO tasks (id, command, scheduled_at, run_at, max_retries, retry_backoff_seconds,
                        timeout_seconds, idempotency_key, request_hash, priority, queue, labels,
                        env, cwd, success_exit_codes, output_cap_bytes, lost_retries,
-                       memory_limit_bytes, cpu_limit_seconds, open_files_limit)
+                       memory_limit_bytes, cpu_limit_seconds, open_files_limit, concurrency_key,
+                       concurrency_limit)
     SELECT n.id, n.command, s.at, s.at, n.max_retries, n.retry_backoff_seconds,
            n.timeout_seconds, n.idempotency_key, n.request_hash, n.priority, n.queue, n.labels,
            n.env::jsonb, n.cwd, n.success_exit_codes::smallint[], n.output_cap_bytes,
-           n.lost_retries, n.memory_limit_bytes, n.cpu_limit_seconds, n.open_files_limit
+           n.lost_retries, n.memory_limit_bytes, n.cpu_limit_seconds, n.open_files_limit,
+           n.concurrency_key, n.concurrency_limit
     FROM unnest(%(ids)s::uuid[], %(commands)s::text[], %(scheduled_at)s::timestamptz[],
                 %(delay_seconds)s::float8[], %(max_retries)s::int[],
                 %(retry_backoff_seconds)s::float8[], %(timeout_seconds)s::float8[],
@@ -94,11 +98,12 @@ _INSERT_FROM_ARRAYS = """
                 %(envs)s::text[], %(cwds)s::text[], %(success_exit_codes)s::text[],
                 %(output_cap_bytes)s::int[], %(lost_retries)s::int[],
                 %(memory_limit_bytes)s::int8[], %(cpu_limit_seconds)s::int[],
-                %(open_files_limit)s::int[])
+                %(open_files_limit)s::int[], %(concurrency_keys)s::text[],
+                %(concurrency_limits)s::int[])
          AS n (id, command, scheduled_at, delay_seconds, max_retries, retry_backoff_seconds,
                timeout_seconds, idempotency_key, request_hash, priority, queue, labels, env, cwd,
                success_exit_codes, output_cap_bytes, lost_retries, memory_limit_bytes,
-               cpu_limit_seconds, open_files_limit)
+               cpu_limit_seconds, open_files_limit, concurrency_key, concurrency_limit)
     CROSS JOIN LATERAL (
         SELECT coalesce(n.scheduled_at,
                         now() + make_interval(secs => coalesce(n.delay_seconds, 0)))
@@ -131,6 +136,8 @@ def _arrays(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, list[Any]]:
             memory_limit_bytes="memory_limit_bytes",
             cpu_limit_seconds="cpu_limit_seconds",
             open_files_limit="open_files_limit",
+            concurrency_keys="concurrency_key",
+            concurrency_limits="concurrency_limit",
         ),
         "labels": [json.dumps(t.labels) for t in tasks],
         # One element per task: JSON text, and '{0,3}' text for each list of exit statuses.

@@ -165,6 +165,8 @@ async def patch_schedule(pool: Pool, schedule_id: str, body: SchedulePatch) -> d
         fields = [f.name for f in dataclasses.fields(ScheduleSettings)]
         merged = {name: getattr(current, name) for name in fields}
         merged |= body.model_dump(include=body.model_fields_set)
+        if (merged["concurrency_key"] is None) != (merged["concurrency_limit"] is None):
+            raise HTTPException(422, "give concurrency_key and concurrency_limit together")
         spec = cron_spec(merged["cron"], merged["timezone"])
         settings = ScheduleSettings(**(merged | {"cron": spec.expression}))
         at = await schedules.database_now(conn)

@@ -59,6 +59,8 @@ LATER_FIELDS = frozenset(
         "success_exit_codes",
         "output_cap_bytes",
         "lost_retries",
+        "concurrency_key",
+        "concurrency_limit",
     }
 )
 
@@ -106,6 +108,8 @@ def new_task(body: ScheduleRequest, key: str | None) -> NewTask:
         memory_limit_bytes=body.memory_limit_bytes,
         cpu_limit_seconds=body.cpu_limit_seconds,
         open_files_limit=body.open_files_limit,
+        concurrency_key=body.concurrency_key,
+        concurrency_limit=body.concurrency_limit,
     )
 
 
