@@ -314,6 +314,9 @@ def tasks_ls(
             "--schedule", help="Only runs of this schedule (id or name).", show_default=False
         ),
     ] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", help="Only tasks of this queue.", show_default=False)
+    ] = None,
     command_prefix: Annotated[
         str | None,
         typer.Option("--command", help="Only commands that start with this.", show_default=False),
@@ -340,6 +343,7 @@ def tasks_ls(
         "status": status or None,
         "worker_id": worker,
         "schedule_id": schedule_id(s, schedule) if schedule else None,
+        "queue": queue,
         "command_prefix": command_prefix,
         "created_after": created_after,
         "created_before": created_before,

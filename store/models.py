@@ -398,6 +398,7 @@ class TaskFilter:
     statuses: tuple[str, ...] = ()
     worker_id: str | None = None
     schedule_id: UUID | None = None
+    queue: str | None = None
     command_prefix: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None

@@ -211,6 +211,7 @@ SELECT * FROM tasks
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
   AND (%(schedule_id)s::uuid IS NULL OR schedule_id = %(schedule_id)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
   AND (%(command_prefix)s::text IS NULL OR starts_with(command, %(command_prefix)s))
   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)

@@ -140,6 +140,9 @@ def test_filters_narrow_the_listing_and_cursors_page_through_it(api: Cluster) ->
     ]
     assert ids_of(api, command_prefix=prefix, status=["failed", "cancelled"]) == [now[1]["task_id"]]
     assert ids_of(api, command_prefix=prefix, worker_id="w-filter") == [now[1]["task_id"]]
+    elsewhere = submit(api.http, f"echo {tag}-gpu", queue=f"gpu-{tag}")
+    assert ids_of(api, queue=f"gpu-{tag}") == [elsewhere["task_id"]]
+    assert ids_of(api, command_prefix=f"echo {tag}-gpu", queue="default") == []
     soon = datetime.now(UTC) + timedelta(minutes=5)
     due = ids_of(api, command_prefix=prefix, scheduled_before=soon.isoformat())
     assert set(due) == {t["task_id"] for t in now}

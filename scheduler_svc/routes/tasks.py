@@ -305,6 +305,7 @@ async def list_tasks(
     status: Annotated[list[TaskStatus] | None, Query(max_length=len(TaskStatus))] = None,
     worker_id: Annotated[TextQuery | None, Query(min_length=1, max_length=200)] = None,
     schedule_id: Annotated[str | None, Query(max_length=64)] = None,
+    queue: Annotated[TextQuery | None, Query(min_length=1, max_length=200)] = None,
     command_prefix: Annotated[TextQuery | None, Query(min_length=1, max_length=1000)] = None,
     created_after: QueryTime | None = None,
     created_before: QueryTime | None = None,
@@ -318,13 +319,14 @@ async def list_tasks(
 ) -> TaskList:
     """Tasks named by `id` (repeat it, up to 500), or a page of tasks newest first matching
     every filter given: `status` (repeat it for several), `worker_id` (of the latest attempt),
-    `schedule_id`, `command_prefix`, and time ranges `created_`, `scheduled_` and `finished_`
-    `after` (inclusive) / `before` (exclusive). Pass next_cursor back as `cursor` for the next
-    page; pages stay consistent while tasks are added."""
+    `schedule_id`, `queue`, `command_prefix`, and time ranges `created_`, `scheduled_` and
+    `finished_` `after` (inclusive) / `before` (exclusive). Pass next_cursor back as `cursor`
+    for the next page; pages stay consistent while tasks are added."""
     where = TaskFilter(
         statuses=tuple(status or ()),
         worker_id=worker_id,
         schedule_id=parse_uuid(schedule_id, "schedule_id") if schedule_id is not None else None,
+        queue=queue,
         command_prefix=command_prefix,
         created_after=created_after,
         created_before=created_before,
