@@ -21,6 +21,10 @@ R = TypeVar("R")
 Conn = AsyncConnection[Any]
 Params = Mapping[str, Any]
 
+# No JIT on pooled connections: statements here are short, and a plan the planner overestimates
+# (the claim's per-queue scans, whose LIMIT is known only at run time) would spend a second or
+# more compiling. A SET, not a startup option, which poolers such as PgBouncer refuse.
+NO_JIT = "SET jit = off"
 # Errors after which the same transaction may simply be run again.
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 # Errors a background loop survives by trying again later: the database or the pool is away.
@@ -49,6 +53,10 @@ class _RecentUse:
             await AsyncConnectionPool.check_connection(conn)
 
 
+async def no_jit(conn: AsyncConnection[Any]) -> None:
+    await conn.execute(NO_JIT)
+
+
 def make_pool(conninfo: str, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:
     """A pool that is not opened yet: open it in the service's lifespan, never at import.
 
@@ -68,6 +76,7 @@ def make_pool(conninfo: str, min_size: int, max_size: int, name: str) -> AsyncCo
         reset=recent.returned,
         # Autocommit: a single statement needs no BEGIN/COMMIT round trips; `in_transaction`
         # opens explicit transactions where several statements must commit together.
+        configure=no_jit,
         kwargs={"connect_timeout": 5, "application_name": name, "autocommit": True},
     )
 
