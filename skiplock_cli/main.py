@@ -11,6 +11,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -173,11 +174,22 @@ def wait_and_exit(s: Session, task_id: str) -> None:
 def submit(
     ctx: typer.Context,
     command: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="COMMAND", help="The shell command, run as bash -c COMMAND.", show_default=False
         ),
-    ],
+    ] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(
+            "--batch",
+            metavar="FILE",
+            help="Instead of COMMAND: every task in FILE, one JSON body of POST /schedule per "
+            "line (an idempotency_key each if you like; - reads stdin), sent 10,000 at a time "
+            "through POST /tasks/batch; prints their ids in order.",
+            show_default=False,
+        ),
+    ] = None,
     in_: Annotated[
         float | None, duration_option("--in", "Run after this long: 5s, 2m, 1h30m.")
     ] = None,
@@ -216,6 +228,13 @@ def submit(
     json_output: JsonFlag = False,
 ) -> None:
     """Run a shell command once: now, after a delay, or at a time."""
+    if batch is not None:
+        if command is not None:
+            raise typer.BadParameter("give COMMAND or --batch FILE, not both")
+        submit_batch(session(ctx, json_output), batch)
+        return
+    if command is None:
+        raise typer.BadParameter("give COMMAND (or --batch FILE)")
     if in_ is not None and at is not None:
         raise typer.BadParameter("give --in or --at, not both")
     s = session(ctx, json_output)
@@ -233,6 +252,41 @@ def submit(
         s.note(str(render.task_summary(task)))
         wait_and_exit(s, task["task_id"])
     s.emit(task, render.task_summary(task))
+
+
+BATCH_SIZE = 10_000
+
+
+def read_batch(path: Path) -> list[Any]:
+    """The task bodies of a JSON-lines file (blank lines skipped)."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
+    bodies = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            bodies.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{path} line {number}: not JSON ({exc.msg})") from None
+    if not bodies:
+        raise typer.BadParameter(f"{path} holds no tasks")
+    return bodies
+
+
+def submit_batch(s: Session, path: Path) -> None:
+    """POST /tasks/batch for each 10,000 tasks of the file; each batch is all or nothing."""
+    bodies = read_batch(path)
+    ids: list[str] = []
+    created = 0
+    for start in range(0, len(bodies), BATCH_SIZE):
+        answer = s.api.post("/tasks/batch", {"tasks": bodies[start : start + BATCH_SIZE]})
+        ids += answer["task_ids"]
+        created += answer["created"]
+    s.emit({"task_ids": ids, "created": created}, "\n".join(ids))
+    s.note(f"{created} of {len(ids)} tasks created (the others existed under their keys)")
 
 
 @app.command()

@@ -74,6 +74,27 @@ def test_submit_prints_the_apis_status_view_as_json(module_cluster: Cluster, url
     assert detail["status"] == "succeeded" and len(detail["attempts"]) == 1
 
 
+def test_submit_batch_sends_a_json_lines_file(
+    module_cluster: Cluster, url: str, tmp_path: Path
+) -> None:
+    lines = [
+        json.dumps({"command": "echo one", "delay_seconds": 600}),
+        "",
+        json.dumps({"command": "echo two", "priority": 5, "delay_seconds": 600}),
+    ]
+    batch = tmp_path / "tasks.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+    answer = cli_json("submit", "--batch", str(batch), url=url)
+    assert answer["created"] == 2 and len(answer["task_ids"]) == 2
+    first, second = (task(module_cluster, i) for i in answer["task_ids"])
+    assert first["command"] == "echo one" and second["priority"] == 5
+    batch.write_text(lines[0] + "\nnot json\n")
+    refused = run_cli("submit", "--batch", str(batch), url=url)
+    assert refused.returncode != 0 and "line 2" in refused.stderr, describe(refused)
+    both = run_cli("submit", "--batch", str(batch), "echo x", url=url)
+    assert both.returncode != 0 and "not both" in both.stderr, describe(both)
+
+
 def test_submit_in_a_duration_or_at_a_time(module_cluster: Cluster, url: str) -> None:
     before = datetime.now(UTC)
     later = cli_json("submit", "--in", "1h30m", "echo later", url=url)
