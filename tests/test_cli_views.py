@@ -124,7 +124,8 @@ def test_tasks_ls_narrows_by_filters(module_cluster: Cluster, url: str) -> None:
 
 
 def test_events_prints_changes_as_they_happen(module_cluster: Cluster, url: str) -> None:
-    task_id = submit(module_cluster, "sleep 0.5", delay_seconds=2)
+    # The stream starts when the CLI connects: the task waits long enough for a slow start.
+    task_id = submit(module_cluster, "sleep 0.5", delay_seconds=8)
     watcher = subprocess.Popen(
         [sys.executable, "-m", "skiplock_cli", "--url", url, "events", "--json", "--task", task_id],
         cwd=REPO_ROOT,
