@@ -11,7 +11,12 @@ attempt (and those that carry no attempt at all: only a command that cleared its
 leaves those), and every descendant of all of them; then it reaps what it adopted.
 
 A sweep reads /proc (about a millisecond with a hundred processes), once for all the attempts
-that ended since the last one.
+that ended since the last one, and only when something can be left: in a subreaper, every
+process an ended attempt left has a chain of live parents ending in a child of the worker
+that no running command leads (a process's parent is always a live ancestor, an orphan's its
+nearest subreaper ancestor, and the ended leader is reaped already). Children stay listed in
+/proc/self/task/*/children until the worker reaps them, and only the sweep reaps adopted
+ones, so when that list holds nothing but the leaders of running commands, nothing is left.
 """
 
 from __future__ import annotations
@@ -92,6 +97,37 @@ def processes() -> dict[int, Proc]:
     return found
 
 
+def own_children() -> set[int] | None:
+    """This process's children, running or not yet reaped; None where the kernel keeps no
+    list. Orphans join the first live thread (the main one), so it is read last: a child moved
+    there from an ending thread during the reading is still seen."""
+    me = os.getpid()
+    try:
+        threads = sorted(os.listdir(f"/proc/{me}/task"), key=lambda tid: tid == str(me))
+    except OSError:
+        return None
+    found: set[int] = set()
+    for tid in threads:
+        try:
+            fd = os.open(f"/proc/{me}/task/{tid}/children", os.O_RDONLY)
+        except FileNotFoundError:
+            if tid == str(me):
+                return None
+            continue  # a thread that has ended
+        except OSError:
+            return None
+        try:
+            text = b""
+            while chunk := os.read(fd, 65536):
+                text += chunk
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        found.update(int(pid) for pid in text.split())
+    return found
+
+
 def attempt_mark(pid: int) -> tuple[str, str] | None:
     """The (task id, attempt) a process was started with; None when it carries none."""
     try:
@@ -129,13 +165,16 @@ class Reaper:
 
     A sweep reads /proc once for every attempt that ended since the last one: at once when the
     worker is quiet, at most every SWEEP_INTERVAL under load, so its cost stays bounded however
-    many commands end per second."""
+    many commands end per second; and not at all when the worker's own children show that
+    nothing can be left (`nothing_left`)."""
 
     SWEEP_INTERVAL = 0.05
 
     def __init__(self, adopting: bool | None = None) -> None:
         # Orphans come to this process only when it is a subreaper (or init).
         self.adopting = (is_subreaper() or os.getpid() == 1) if adopting is None else adopting
+        # Only then does every leftover have a chain of parents ending in an own child.
+        self.chains_end_here = self.adopting and (is_subreaper() or os.getpid() == 1)
         self.leaders: set[int] = set()
         # Attempts still running here, as their marks: their adopted children are left alone.
         self.running: set[tuple[str, str]] = set()
@@ -190,6 +229,8 @@ class Reaper:
     def sweep(self, ended: set[int]) -> int:
         """Stop, then kill, what is left of the ended attempts; reap adopted children that
         have died. Returns how many processes it killed."""
+        if self.nothing_left():
+            return 0
         stopped: set[int] = set()
         for _ in range(MAX_ROUNDS):
             procs = processes()
@@ -211,8 +252,16 @@ class Reaper:
 
     def reap(self) -> None:
         """Collect the exit status of every adopted child that has ended."""
-        if self.adopting:
+        if self.adopting and not self.nothing_left():
             self._reap(processes())
+
+    def nothing_left(self) -> bool:
+        """True when no process of an ended attempt and no unreaped adopted child can exist:
+        the worker's only children lead running commands (see the module's docstring)."""
+        if not self.chains_end_here:
+            return False
+        children = own_children()
+        return children is not None and children <= self.leaders
 
     def _reap(self, procs: dict[int, Proc]) -> None:
         """Never a leader's exit status: its runner waits for that one."""
