@@ -2,10 +2,10 @@
 """The worker's own CPU per command with and without the reaper's shortcut (worker_svc/reaper.py).
 
 Runs COUNT `bash -c COMMAND` through ProcessRunner at CONCURRENCY (started at RATE a second, or
-all at once) in this process, made a child subreaper as the worker is, in ROUNDS alternating between the shortcut (a /proc scan only when
-the worker holds a child no running command leads) and the full scan after every ending. Prints
-this process's own CPU per command (its children's not counted: that is the command's) for each
-round, the medians and their ratio.
+all at once) in this process, made a child subreaper as the worker is, in ROUNDS alternating
+between the shortcut (a /proc scan only when the worker holds a child no running command leads)
+and the full scan after every ending. Prints this process's own CPU per command (its children's
+not counted: that is the command's) for each round, the medians and their ratio.
 """
 
 import argparse
