@@ -194,8 +194,11 @@ def test_a_schedules_runs_carry_its_execution_settings(contained, tmp_path):
 # A grandchild that leaves the command's session and process group (setsid) from a subshell
 # that exits at once, so it is orphaned while the command still runs; it writes its pid, then
 # ticks into the attempt's output file until killed.
+# The escapee ignores SIGPIPE, so the output pipe's closing at the attempt's end does not end it
+# too: only the reaper does.
 ESCAPE = (
-    "( setsid bash -c 'echo $$ > {pidfile}; while true; do echo tick; sleep 0.05; done' & ); "
+    "( setsid bash -c 'trap \"\" PIPE; echo $$ > {pidfile}; "
+    "while true; do echo tick; sleep 0.05; done' & ); "
     "until [ -s {pidfile} ]; do sleep 0.01; done; "
 )
 
