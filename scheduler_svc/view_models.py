@@ -86,6 +86,11 @@ class TaskCounts(BaseModel):
 
     queued_due: int = Field(description="queued and due now: the backlog")
     queued_later: int = Field(description="queued for a later time")
+    queued_unserved: int = Field(
+        default=0,
+        description="of queued_due, those no live worker can take now (their queue is paused, "
+        "or no worker serves it with their labels); GET /queues and GET /tasks/{id} say why",
+    )
     dispatched: int = Field(description="handed to a worker, not started yet")
     running: int
 

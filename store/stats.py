@@ -37,6 +37,16 @@ WITH queue AS (
            extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
                AS oldest_due_age
     FROM tasks WHERE status = 'queued'
+), unserved AS (
+    -- due tasks no live worker can take now: their queue is paused, or no worker that is not
+    -- lost or draining serves the queue with the labels (counted per queue and labels)
+    SELECT coalesce(sum(g.n), 0)::bigint AS n
+    FROM (SELECT queue, labels, count(*) AS n FROM tasks
+          WHERE status = 'queued' AND run_at <= now() GROUP BY queue, labels) g
+    WHERE EXISTS (SELECT 1 FROM queues p WHERE p.name = g.queue AND p.paused)
+       OR NOT EXISTS (SELECT 1 FROM workers w
+                      WHERE w.lost_at IS NULL AND NOT w.draining
+                        AND g.queue = ANY(w.queues) AND w.labels @> g.labels)
 ), open_attempts AS (
     SELECT count(*) FILTER (WHERE status = 'dispatched') AS dispatched,
            count(*) FILTER (WHERE status = 'running') AS running
@@ -68,13 +78,13 @@ WITH queue AS (
           GROUP BY outcome) o
 )
 SELECT now() AS at,
-       q.due, q.later, q.oldest_due_age, o.dispatched, o.running,
+       q.due, q.later, q.oldest_due_age, o.dispatched, o.running, u.n AS unserved,
        fin.*,
        d.n AS delay_samples, d.p AS delay_percentiles,
        f.total AS workers, f.lost AS workers_lost, f.draining AS workers_draining,
        f.slots, f.busy, t.outcomes AS tick_outcomes,
        (SELECT reltuples::bigint FROM pg_class WHERE oid = 'tasks'::regclass) AS tasks_estimate
-FROM queue q, open_attempts o, finished fin, delays d, fleet f, ticks t
+FROM queue q, unserved u, open_attempts o, finished fin, delays d, fleet f, ticks t
 """
 
 

@@ -69,6 +69,8 @@ def test_a_task_no_live_worker_can_take_waits_and_says_why(cluster_factory):
         "name": "batch", "paused": False, "queued": 1, "due": 1, "running": 0, "workers": 0,
     }  # fmt: skip
     assert queues["default"]["workers"] == 1 and queues["default"]["queued"] == 1
+    stats = cluster.http.get("/stats").json()["tasks"]
+    assert stats["queued_due"] == 2 and stats["queued_unserved"] == 2
     cluster.start_worker("batcher", slots=1, extra_args=["--queues=batch"])
     wait_for(lambda: finished(cluster, [nobody]), timeout=30, message="the batch task ran")
 

@@ -34,7 +34,9 @@ def test_the_backlog_and_the_age_of_its_oldest_due_task(cluster_factory):
     alone = cluster_factory(start=False)  # no coordinator: nothing leaves the queue
     alone.start_scheduler()
     empty = get_stats(alone)
-    assert empty["tasks"] == {"queued_due": 0, "queued_later": 0, "dispatched": 0, "running": 0}
+    assert empty["tasks"] == {
+        "queued_due": 0, "queued_later": 0, "queued_unserved": 0, "dispatched": 0, "running": 0,
+    }  # fmt: skip
     assert empty["oldest_due_age_seconds"] is None
     assert empty["start_delay"]["samples"] == 0 and empty["start_delay"]["p50"] is None
     for _ in range(3):
@@ -46,6 +48,7 @@ def test_the_backlog_and_the_age_of_its_oldest_due_task(cluster_factory):
         message="the oldest due task to age",
     )
     assert body["tasks"]["queued_due"] == 3
+    assert body["tasks"]["queued_unserved"] == 3  # no worker runs at all
     assert body["tasks"]["queued_later"] == 1
     assert body["oldest_due_age_seconds"] < 120
     assert body["fleet"] == {"workers": 0, "lost": 0, "draining": 0, "slots": 0, "busy": 0}

@@ -34,6 +34,7 @@ def stats_view(row: dict[str, Any]) -> Stats:
         tasks=TaskCounts(
             queued_due=row["due"],
             queued_later=row["later"],
+            queued_unserved=row["unserved"],
             dispatched=row["dispatched"],
             running=row["running"],
         ),
