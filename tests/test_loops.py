@@ -26,9 +26,13 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success() -> None
 def test_a_backoff_wait_ends_when_stop_is_set() -> None:
     async def interrupted() -> bool:
         stop = asyncio.Event()
-        backoff = Backoff(3600.0, 3600.0)
+        backoff = Backoff(1800.0, 3600.0)
         waiting = asyncio.create_task(backoff.wait(stop))
-        await asyncio.sleep(0)
+        # The wait has begun once it lengthened the next delay.
+        deadline = asyncio.get_running_loop().time() + 30
+        while backoff.next_delay == 1800.0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert backoff.next_delay == 3600.0, "the wait never began"
         stop.set()
         return await asyncio.wait_for(waiting, timeout=30)
 

@@ -35,7 +35,8 @@ def test_a_child_is_listed_while_it_runs_and_until_it_is_reaped() -> None:
 # Run in a process of its own, which becomes a subreaper as the worker does.
 ESCAPE = textwrap.dedent(
     """
-    import os, subprocess, sys, time
+    import os, subprocess, sys
+    from devtools.cluster import wait_for
     from worker_svc.reaper import Reaper, become_subreaper, own_children
     assert become_subreaper()
     reaper = Reaper()
@@ -49,16 +50,14 @@ ESCAPE = textwrap.dedent(
     escaped = int(ended.stdout.readline())
     try:
         ended.wait()
-        deadline = time.monotonic() + 10
-        while escaped not in own_children() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: escaped in own_children(), 10, 0.01, "the escapee to be adopted")
         assert not reaper.nothing_left(), "an adopted escapee must force the full sweep"
         assert reaper.sweep({ended.pid}) == 1
-        deadline = time.monotonic() + 10
-        while not reaper.nothing_left() and time.monotonic() < deadline:
+        def reaped() -> bool:
             reaper.reap()
-            time.sleep(0.01)
-        assert reaper.nothing_left(), own_children()
+            return reaper.nothing_left()
+
+        wait_for(reaped, 10, 0.01, lambda: f"everything reaped; left: {own_children()}")
         assert not os.path.exists(f"/proc/{escaped}")
     finally:
         if os.path.exists(f"/proc/{escaped}"):
