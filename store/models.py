@@ -10,8 +10,34 @@ from common.routing import DEFAULT_QUEUE
 from store.vocabulary import DEFAULT_LOST_RETRIES, AttemptStatus, EndReason
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """How a run is routed and executed: a task's own, or a schedule's for every run it
+    starts (the same columns on `tasks` and `schedules`)."""
+
+    # -100..100, higher first; a waiting task gains a point a minute (migration 008)
+    priority: int = 0
+    # the queue it waits in, and the labels a worker needs to take it (migration 010)
+    queue: str = DEFAULT_QUEUE
+    labels: dict[str, str] = field(default_factory=dict)
+    # How the command runs (migration 011).
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    success_exit_codes: list[int] = field(default_factory=lambda: [0])
+    output_cap_bytes: int | None = None
+    # Retries paid for lost work before ordinary ones (migration 012).
+    lost_retries: int = DEFAULT_LOST_RETRIES
+    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
+    # At most concurrency_limit tasks with this key run at once (migration 014).
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+
+
 @dataclass(frozen=True)
-class TaskRow:
+class TaskRow(RunSettings):
     id: UUID
     command: str
     status: str
@@ -39,26 +65,8 @@ class TaskRow:
     schedule_id: UUID | None = None
     fire_time: datetime | None = None
     exclusive_run: bool = False
-    # -100..100, higher first; a waiting task gains a point a minute (migration 008)
-    priority: int = 0
-    # the queue it waits in, and the labels a worker needs to take it (migration 010)
-    queue: str = DEFAULT_QUEUE
-    labels: dict[str, str] = field(default_factory=dict)
-    # How the command runs (migration 011).
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    success_exit_codes: list[int] = field(default_factory=lambda: [0])
-    output_cap_bytes: int | None = None
-    # Retries paid for lost work before ordinary ones, and how many were used (migration 012).
-    lost_retries: int = 0
+    # how many of its lost_retries were used (migration 012)
     losses: int = 0
-    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
-    memory_limit_bytes: int | None = None
-    cpu_limit_seconds: int | None = None
-    open_files_limit: int | None = None
-    # At most concurrency_limit tasks with this key run at once (migration 014).
-    concurrency_key: str | None = None
-    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class AttemptRow:
 
 
 @dataclass(frozen=True)
-class NewTask:
+class NewTask(RunSettings):
     command: str
     # Exactly one of these two decides scheduled_at; both None means now (database clock).
     scheduled_at: datetime | None
@@ -89,20 +97,6 @@ class NewTask:
     timeout_seconds: float | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
-    priority: int = 0
-    queue: str = DEFAULT_QUEUE
-    labels: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    success_exit_codes: list[int] = field(default_factory=lambda: [0])
-    output_cap_bytes: int | None = None
-    lost_retries: int = DEFAULT_LOST_RETRIES
-    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
-    memory_limit_bytes: int | None = None
-    cpu_limit_seconds: int | None = None
-    open_files_limit: int | None = None
-    concurrency_key: str | None = None
-    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -283,8 +277,9 @@ class AttemptOutput:
 
 
 @dataclass(frozen=True)
-class ScheduleSettings:
-    """What a user sets on a schedule (POST, or PATCH merged over the current row)."""
+class ScheduleSettings(RunSettings):
+    """What a user sets on a schedule (POST, or PATCH merged over the current row), with the
+    run settings of every run it starts."""
 
     name: str
     cron: str
@@ -297,21 +292,6 @@ class ScheduleSettings:
     retry_backoff_seconds: float
     paused: bool
     jitter_seconds: float
-    priority: int = 0
-    queue: str = DEFAULT_QUEUE
-    labels: dict[str, str] = field(default_factory=dict)
-    # The execution settings of every run it starts (as a task's).
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    success_exit_codes: list[int] = field(default_factory=lambda: [0])
-    output_cap_bytes: int | None = None
-    lost_retries: int = DEFAULT_LOST_RETRIES
-    # hard rlimits of the command and its descendants (migration 013); None: the worker's own
-    memory_limit_bytes: int | None = None
-    cpu_limit_seconds: int | None = None
-    open_files_limit: int | None = None
-    concurrency_key: str | None = None
-    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
