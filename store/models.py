@@ -67,6 +67,8 @@ class TaskRow(RunSettings):
     exclusive_run: bool = False
     # how many of its lost_retries were used (migration 012)
     losses: int = 0
+    # tasks in its `after` that have not succeeded (migration 015)
+    unmet_dependencies: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 from store.db import Conn, fetch_all, fetch_one, unnest_arrays
 from store.models import DueSchedule, ScheduleRow, ScheduleRun, ScheduleSettings, TaskRow, TickRow
 from store.ticks import DecidedTick
-from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
+from store.vocabulary import UNFINISHED_RUN_STATUSES, sql_list
 
 # The database clock at this statement: schedules are anchored and previewed by it.
 DATABASE_NOW = "SELECT statement_timestamp()"
@@ -242,7 +242,7 @@ async def seconds_until_next_fire(conn: Conn) -> float | None:
 # cannot finish while a tick or a trigger is decided and carried out.
 LOCK_UNFINISHED_RUNS = f"""
 SELECT schedule_id, id AS task_id FROM tasks
-WHERE schedule_id = ANY(%(ids)s::uuid[]) AND status IN {sql_list(UNFINISHED_TASK_STATUSES)}
+WHERE schedule_id = ANY(%(ids)s::uuid[]) AND status IN {sql_list(UNFINISHED_RUN_STATUSES)}
 ORDER BY created_at
 FOR UPDATE
 """

@@ -13,6 +13,8 @@ from enum import StrEnum
 class TaskStatus(StrEnum):
     """tasks.status (docs/RELIABILITY.md has the life cycle)."""
 
+    # Blocked on the tasks in its `after` (store/dependencies.py); never claimed.
+    WAITING = "waiting"
     QUEUED = "queued"
     DISPATCHED = "dispatched"
     RUNNING = "running"
@@ -26,8 +28,11 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-# A schedule's unfinished runs (its overlap policy looks at them): every status not finished.
+# Every status not finished: what a cancel ends.
 UNFINISHED_TASK_STATUSES = tuple(s for s in TaskStatus if not s.finished)
+# A schedule's unfinished runs (its overlap policy looks at them): a run never waits, as
+# schedules take no `after` (the partial indexes of migration 002 list exactly these).
+UNFINISHED_RUN_STATUSES = tuple(s for s in UNFINISHED_TASK_STATUSES if s != TaskStatus.WAITING)
 
 
 class AttemptStatus(StrEnum):
@@ -53,13 +58,16 @@ class EndReason(StrEnum):
     WORKER_UNREACHABLE = "worker_unreachable"
     DISPATCH_LOST = "dispatch_lost"
     CANCELLED = "cancelled"
+    # The task never ran: a task in its `after` failed or was cancelled (it has no attempt).
+    DEPENDENCY_FAILED = "dependency_failed"
 
     @property
     def uses_retry(self) -> bool:
         """Whether a failure for this reason uses up one of the task's retries: the command
         may have had effects. A hand-over that never reached the worker is free (the task is
-        queued again after a short pause); a cancelled task is not retried at all. A lost
-        attempt uses its lost budget first (`budget`), then ordinary retries."""
+        queued again after a short pause); a cancelled task, or one ended for its
+        dependencies, is not retried at all. A lost attempt uses its lost budget first
+        (`budget`), then ordinary retries."""
         return self not in _FREE_OF_RETRY
 
     @property
@@ -96,6 +104,7 @@ _FREE_OF_RETRY = frozenset(
         EndReason.WORKER_UNREACHABLE,
         EndReason.DISPATCH_LOST,
         EndReason.CANCELLED,
+        EndReason.DEPENDENCY_FAILED,
     }
 )
 

@@ -13,6 +13,7 @@ import pytest
 from common.limits import MAX_COMMAND_BYTES
 from store.vocabulary import (
     DEFAULT_LOST_RETRIES,
+    UNFINISHED_RUN_STATUSES,
     UNFINISHED_TASK_STATUSES,
     AttemptStatus,
     EndReason,
@@ -104,8 +105,10 @@ def test_lost_work_is_what_the_worker_lost_or_stopped_under_a_running_command() 
 
 def test_unfinished_runs_are_the_statuses_a_task_can_leave() -> None:
     assert UNFINISHED_TASK_STATUSES == (
+        TaskStatus.WAITING,
         TaskStatus.QUEUED,
         TaskStatus.DISPATCHED,
         TaskStatus.RUNNING,
     )
-    assert sql_list(UNFINISHED_TASK_STATUSES) == "('queued', 'dispatched', 'running')"
+    # a schedule's run never waits: the statuses its partial indexes list (migration 002)
+    assert sql_list(UNFINISHED_RUN_STATUSES) == "('queued', 'dispatched', 'running')"
