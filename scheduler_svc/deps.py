@@ -30,7 +30,7 @@ Pool = Annotated[AsyncConnectionPool, Depends(app_pool)]
 Inserter = Annotated[TaskInserter, Depends(app_inserter)]
 
 
-def app_backlog(request: Request) -> Backlog:
+async def app_backlog(request: Request) -> Backlog:
     backlog: Backlog = request.app.state.backlog
     return backlog
 
