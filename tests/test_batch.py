@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import psycopg
 
-from devtools.cluster import Cluster
+from devtools.cluster import Cluster, wait_for
+from scheduler_svc.api_models import ScheduleRequest
+from scheduler_svc.routes.tasks import request_fingerprint
 
 
 def count_tasks(api: Cluster) -> int:
@@ -159,3 +162,54 @@ def test_the_batch_path_is_not_taken_for_a_task_id(http):
         assert response.headers["allow"] == "POST"
         assert response.json()["detail"]
     assert http.request("PATCH", "/schedules/preview").headers["allow"] == "GET"
+
+
+def test_every_task_of_a_batch_has_its_event(http, api):
+    tasks = [{"command": f"echo {i}", "delay_seconds": i} for i in range(50)]
+    response = submit(http, tasks)
+    assert response.status_code == 201, response.text
+    ids = response.json()["task_ids"]
+    with psycopg.connect(api.database_url) as conn:
+        rows = conn.execute(
+            "SELECT e.task_id::text, e.data, t.scheduled_at - t.created_at FROM events e"
+            " JOIN tasks t ON t.id = e.task_id WHERE e.kind = 'task' AND e.task_id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+    assert sorted(task_id for task_id, _, _ in rows) == sorted(ids)
+    assert all(data["status"] == "queued" and data["attempt"] == 0 for _, data, _ in rows)
+    delays = {task_id: delay.total_seconds() for task_id, _, delay in rows}
+    assert [round(delays[task_id]) for task_id in ids] == list(range(50))
+
+
+def test_a_key_taken_while_the_batch_is_written_gives_the_earlier_task(http, api):
+    """Another transaction holds a new task with the same key when the batch looks the keys up;
+    it commits while the batch waits on it: the batch is written again and answers its id."""
+    key = uuid.uuid4().hex
+    held_id = uuid.uuid4()
+    fingerprint = request_fingerprint(ScheduleRequest.model_validate({"command": "echo raced"}))
+    before = count_tasks(api)
+    with psycopg.connect(api.database_url) as holder:
+        holder.execute(
+            "INSERT INTO tasks (id, command, scheduled_at, run_at, idempotency_key, request_hash)"
+            " VALUES (%s, 'echo raced', now(), now(), %s, %s)",
+            (held_id, key, fingerprint),
+        )
+        with ThreadPoolExecutor(1) as pool:
+            batch = [{"command": "echo other"}, {"command": "echo raced", "idempotency_key": key}]
+            answer = pool.submit(submit, http, batch)
+
+            def batch_waits_on_the_key() -> bool:
+                with psycopg.connect(api.database_url) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database() AND query LIKE 'COPY tasks%%'"
+                    ).fetchone()
+                return row is not None and row[0] == 1
+
+            wait_for(batch_waits_on_the_key, timeout=30, message="the batch waiting on the key")
+            holder.commit()
+            response = answer.result(timeout=60)
+    assert response.status_code == 201, response.text
+    assert response.json()["created"] == 1
+    assert response.json()["task_ids"][1] == str(held_id)
+    assert count_tasks(api) == before + 2

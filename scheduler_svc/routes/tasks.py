@@ -7,8 +7,9 @@ import hashlib
 import json
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -39,6 +40,7 @@ from store.vocabulary import TaskStatus
 from store.wakeups import Topic, notify_wakeup
 
 MAX_PAGE = 500
+T = TypeVar("T")
 
 router = APIRouter()
 
@@ -182,20 +184,43 @@ async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) ->
     new = [(uuid.uuid4(), new_task(item, item.idempotency_key)) for item in items]
     adding = Counter(task.queue for _, task in new)
     await backlog.admit(adding)
+    keyed = [i for i, (_, task) in enumerate(new) if task.idempotency_key is not None]
 
-    async def insert(conn: psycopg.AsyncConnection[Any]) -> int:
-        created = await tasks.insert_task_batch(conn, new)
-        replays = [i for i, (tid, t) in enumerate(new) if t.idempotency_key and tid not in created]
-        if replays:
-            await resolve_replays(conn, new, replays)
-        return len(created)
+    async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[uuid.UUID], int]:
+        now = await tasks.transaction_now(conn)
+        ids, fresh = await resolve_replays(conn, new, keyed) if keyed else (None, new)
+        if fresh:
+            await tasks.copy_task_batch(conn, fresh, now)
+        return ids or [task_id for task_id, _ in new], len(fresh)
 
-    created = await in_transaction(pool, insert)
+    ids, created = await insert_racing_keys(pool, insert)
     if created:
         backlog.accepted(adding)
         telemetry.accepted_batch(len(new), created)
-    answer = {"task_ids": [str(tid) for tid, _ in new], "created": created}
+    answer = {"task_ids": [str(task_id) for task_id in ids], "created": created}
     return JSONResponse(answer, status_code=201 if created else 200)
+
+
+# Times a batch is written again when another request took one of its idempotency keys
+# between the look-up and the write (the next look-up finds that task).
+KEY_RACE_ATTEMPTS = 3
+
+
+async def insert_racing_keys(
+    pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+) -> T:
+    """Run `work` in a transaction, again when a key it found free was taken meanwhile."""
+    for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+        try:
+            return await in_transaction(pool, work)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != tasks.IDEMPOTENCY_KEY_CONSTRAINT:
+                raise
+            if attempt == KEY_RACE_ATTEMPTS:
+                raise HTTPException(
+                    409, "idempotency_key taken by a concurrent request, retry the batch"
+                ) from None
+    raise AssertionError("unreachable")
 
 
 def repeated_keys(items: list[BatchTask]) -> list[dict[str, Any]]:
@@ -218,24 +243,24 @@ def repeated_keys(items: list[BatchTask]) -> list[dict[str, Any]]:
 
 
 async def resolve_replays(
-    conn: psycopg.AsyncConnection[Any], new: list[tuple[uuid.UUID, NewTask]], replays: list[int]
-) -> None:
-    """Put the earlier task's id in place of each replayed item (in `new`), or refuse the whole
-    batch (409, rolled back) when a key was used for a different task."""
-    keys = [str(new[i][1].idempotency_key) for i in replays]
+    conn: psycopg.AsyncConnection[Any], new: list[tuple[uuid.UUID, NewTask]], keyed: list[int]
+) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, NewTask]]]:
+    """The id of every item (the earlier task's for a key already used) and the items still to
+    write; refuse the whole batch (409) when a key was used for a different task."""
+    keys = [str(new[i][1].idempotency_key) for i in keyed]
     earlier = await tasks.get_keyed_tasks(conn, keys)
-    gone = [i for i, key in zip(replays, keys, strict=True) if key not in earlier]
-    if gone:  # deleted between the two statements
-        raise HTTPException(409, f"idempotency_key conflict at tasks {gone[:20]}, retry the batch")
-    changed = [i for i, key in zip(replays, keys, strict=True)
-               if earlier[key][1] != new[i][1].request_hash]  # fmt: skip
+    if not earlier:
+        return [task_id for task_id, _ in new], new
+    changed = [i for i, key in zip(keyed, keys, strict=True)
+               if key in earlier and earlier[key][1] != new[i][1].request_hash]  # fmt: skip
     if changed:
         raise HTTPException(
             409,
             f"tasks {changed[:20]}: idempotency_key was already used with a different task body",
         )
-    for i, key in zip(replays, keys, strict=True):
-        new[i] = (earlier[key][0], new[i][1])
+    ids = [earlier.get(task.idempotency_key or "", (task_id, ""))[0] for task_id, task in new]
+    fresh = [(task_id, task) for task_id, task in new if task.idempotency_key not in earlier]
+    return ids, fresh
 
 
 async def load_task(pool: AsyncConnectionPool, task_id: uuid.UUID) -> TaskRow:
