@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import uuid
@@ -67,14 +68,18 @@ LATER_FIELDS = frozenset(
 )
 
 
+@functools.cache
+def later_defaults(model: type[ScheduleRequest]) -> dict[str, Any]:
+    """The defaults of LATER_FIELDS in a body model, read once (pydantic inspects the
+    signature of a default factory on every call)."""
+    fields = model.model_fields
+    return {name: fields[name].get_default(call_default_factory=True) for name in LATER_FIELDS}
+
+
 def request_fingerprint(body: ScheduleRequest) -> str:
     """The task a body describes, as a digest: the same for POST /schedule and a batch item."""
-    defaults = {
-        name
-        for name in LATER_FIELDS
-        if getattr(body, name)
-        == type(body).model_fields[name].get_default(call_default_factory=True)
-    }
+    later = later_defaults(type(body))
+    defaults = {name for name, default in later.items() if getattr(body, name) == default}
     fields = body.model_dump(mode="json", exclude={"idempotency_key", *defaults})
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
