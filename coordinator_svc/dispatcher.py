@@ -33,8 +33,11 @@ HANDOVER_RESULTS = {
     EndReason.WORKER_REFUSED: "refused",
 }
 
-# At most one claim per this many seconds: under load each claim fills every slot freed since
-# the last one, in one statement and one call per worker.
+# While work is left behind (every slot taken, or more due than the last claim took), at most
+# one claim per this many seconds: each then fills every slot freed since the last one, in one
+# statement and one call per worker. Otherwise a wake-up is claimed at once: a task that
+# arrives alone waits for no window, and what arrives while a claim is in flight is taken by
+# the next one.
 CLAIM_INTERVAL = 0.005
 
 
@@ -44,6 +47,12 @@ def by_worker(attempts: list[ClaimedAttempt]) -> list[list[ClaimedAttempt]]:
     for attempt in attempts:
         groups.setdefault(attempt.worker_id, []).append(attempt)
     return list(groups.values())
+
+
+def left_behind(claim: Claim) -> bool:
+    """Whether a claim left work it could not take: every slot was taken (none was free, or it
+    filled them all), or some class found as many due tasks as it had slots."""
+    return claim.more or len(claim.attempts) >= claim.free
 
 
 def timeout_ms(seconds: float | None) -> int:
@@ -64,6 +73,8 @@ class Dispatcher:
         self.wakeups = wakeups
         self.stubs = stubs
         self.rotation = 0
+        # Whether the last claim left work behind: the next one is then paced (CLAIM_INTERVAL).
+        self.behind = False
         self._handovers: set[asyncio.Task[None]] = set()
 
     async def dispatch_loop(self, stop: asyncio.Event) -> None:
@@ -71,7 +82,8 @@ class Dispatcher:
         a wake-up or the poll interval, whichever comes first."""
         pacer = Pacer(CLAIM_INTERVAL)
         while not stop.is_set():
-            await pacer.turn()
+            if self.behind:
+                await pacer.turn()
             self.wakeups.dispatch.clear()
             try:
                 delay = await self.dispatch_once()
@@ -95,6 +107,7 @@ class Dispatcher:
         CLAIMED.inc(len(claim_.attempts))
         self.rotation += 1
         self.wakeups.slots_wanted = len(claim_.attempts) >= claim_.free
+        self.behind = left_behind(claim_)
         for attempts in by_worker(claim_.attempts):
             task = asyncio.create_task(self.hand_over(attempts))
             self._handovers.add(task)
