@@ -7,7 +7,9 @@ priorities -3..3 and, for one task in ten, 20 concurrency keys (limit 1000), and
 25 slots each serve the queues in two classes (with and without a label). The claim statement
 (store/dispatch.py CLAIM_FOR_FREE_SLOTS, 200 free slots) runs until the backlog is drained;
 between claims, outside the clock, the workers' and keys' counters are reset so every claim
-sees 200 free slots. The same is measured again after 1,000,000 finished tasks were added (bulk
+sees 200 free slots. With --limit N the queue "io" has a limit of N running tasks (its counter is
+reset between claims too), so every claim also locks and counts a limited queue. The same is
+measured again after 1,000,000 finished tasks were added (bulk
 loaded with triggers off, then VACUUM ANALYZE). Figures: microseconds of wall time per claimed
 task, and the ratio of the two.
 """
@@ -34,7 +36,7 @@ from store.migrate import migrate  # noqa: E402
 QUEUES = ("default", "gpu", "batch", "io")
 
 
-def load(conn: psycopg.Connection[Any], queued: int, finished: int) -> None:
+def load(conn: psycopg.Connection[Any], queued: int, finished: int, limit: int | None) -> None:
     conn.execute("SET session_replication_role = replica")  # no event triggers for the bulk
     if finished:
         conn.execute(
@@ -61,6 +63,8 @@ def load(conn: psycopg.Connection[Any], queued: int, finished: int) -> None:
             " VALUES (%s, %s, 25, now(), %s, %s::jsonb)",
             (f"w{n}", f"127.0.0.1:{9000 + n}", sorted(QUEUES), labels),
         )
+    if limit is not None:
+        conn.execute("INSERT INTO queues (name, max_running) VALUES ('io', %s)", (limit,))
     conn.execute("VACUUM ANALYZE tasks")
     conn.execute("VACUUM ANALYZE workers")
 
@@ -81,9 +85,12 @@ def drain(conn: psycopg.Connection[Any]) -> tuple[float, int, int]:
         claims += 1
         conn.execute("UPDATE workers SET open_attempts = 0")
         conn.execute("UPDATE concurrency_keys SET running = 0")
+        conn.execute("UPDATE queues SET running = 0 WHERE max_running IS NOT NULL")
 
 
-def sitting(admin_url: str, queued: int, finished: int) -> tuple[float, int, int]:
+def sitting(
+    admin_url: str, queued: int, finished: int, limit: int | None
+) -> tuple[float, int, int]:
     name = databases.unique_name("skiplock_claimbench_")
     url = databases.create_database(admin_url, name)
     try:
@@ -91,7 +98,7 @@ def sitting(admin_url: str, queued: int, finished: int) -> tuple[float, int, int
         # As the services' pools connect (store/db.py).
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(NO_JIT)
-            load(conn, queued, finished)
+            load(conn, queued, finished, limit)
             return drain(conn)
     finally:
         databases.drop_database(admin_url, name)
@@ -102,6 +109,9 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--finished", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="max_running of the queue io (default: none)"
+    )
     args = parser.parse_args()
     server = databases.discover_server()
     try:
@@ -109,7 +119,9 @@ def main() -> None:
         for round_no in range(1, args.rounds + 1):
             figures = []
             for finished in (0, args.finished):
-                spent, claimed, claims = sitting(server.admin_url, args.queued, finished)
+                spent, claimed, claims = sitting(
+                    server.admin_url, args.queued, finished, args.limit
+                )
                 per_task = spent / max(claimed, 1) * 1e6
                 figures.append(per_task)
                 print(

@@ -161,8 +161,11 @@ async def vanished_attempts(
 # and each gets an attempt counted against its worker. A task with a concurrency_key runs
 # only while fewer than its concurrency_limit tasks of the key do: the key's counter row is
 # locked (so coordinators claiming at once read its newest value; a key another coordinator
-# holds is skipped this time) and counts the claimed attempts. Nothing is ever claimed before its
-# run_at, and a task no live worker can take stays queued. Always returns at least one row:
+# holds is skipped this time) and counts the claimed attempts. A queue with a limit
+# (max_running) offers only as many tasks as it has room for by its counter row, which is then
+# locked the same way, checked against the tasks past their keys and counted up; a queue
+# without one has no counter, so its claims write no shared row. Nothing is ever claimed before
+# its run_at, and a task no live worker can take stays queued. Always returns at least one row:
 # `free` (slots offered), `more` (some class found as many tasks as it had slots: claim again)
 # and `next_due_in` (seconds until the earliest queued task not yet due, NULL when none) on
 # every row, with the claimed attempt's columns NULL when nothing was claimed.
@@ -186,9 +189,11 @@ WITH available AS (
 ), classes AS (
     SELECT queues, labels, count(*) AS free FROM slots GROUP BY queues, labels
 ), offered AS (
-    SELECT c.queues, c.labels, c.free, d.id, d.rank, d.ckey, d.climit
+    SELECT c.queues, c.labels, c.free, d.id, d.rank, d.ckey, d.climit, q.name AS queue,
+           p.max_running AS qlimit
     FROM classes c
     CROSS JOIN LATERAL unnest(c.queues) AS q (name)
+    LEFT JOIN queues p ON p.name = q.name
     CROSS JOIN LATERAL (
         SELECT t.id, claim_rank(t.run_at, t.priority) AS rank, t.concurrency_key AS ckey,
                t.concurrency_limit AS climit
@@ -199,28 +204,40 @@ WITH available AS (
                OR NOT EXISTS (SELECT 1 FROM concurrency_keys f WHERE f.key = t.concurrency_key
                                 AND f.running >= t.concurrency_limit))
         ORDER BY claim_rank(t.run_at, t.priority)
-        LIMIT c.free
+        LIMIT CASE WHEN p.max_running IS NULL THEN c.free
+                   ELSE least(c.free, greatest(p.max_running - p.running, 0)) END
         FOR UPDATE SKIP LOCKED
     ) d
-    WHERE NOT EXISTS (SELECT 1 FROM queues p WHERE p.name = q.name AND p.paused)
+    WHERE p.paused IS NOT TRUE
 ), best AS (
-    SELECT queues, labels, free, id, rank, ckey, climit,
+    SELECT queues, labels, free, id, rank, ckey, climit, queue, qlimit,
            row_number() OVER (PARTITION BY queues, labels ORDER BY rank, id) AS k
     FROM offered
 ), deduped AS (
-    SELECT DISTINCT ON (id) id, rank, queues, labels, ckey, climit FROM best
+    SELECT DISTINCT ON (id) id, rank, queues, labels, ckey, climit, queue, qlimit FROM best
     WHERE k <= free
     ORDER BY id, k
 ), keyed AS (
     SELECT key, running FROM concurrency_keys
     WHERE key IN (SELECT ckey FROM deduped)
     FOR UPDATE SKIP LOCKED
-), chosen AS (
-    SELECT d.id, d.rank, d.queues, d.labels
+), admitted AS (
+    SELECT d.id, d.rank, d.queues, d.labels, d.queue, d.qlimit
     FROM (SELECT *, row_number() OVER (PARTITION BY ckey ORDER BY rank, id) AS kn
           FROM deduped) d
     LEFT JOIN keyed k ON k.key = d.ckey
     WHERE d.ckey IS NULL OR k.running + d.kn <= d.climit
+), limited AS (
+    SELECT name, max_running - running AS room FROM queues
+    WHERE name IN (SELECT queue FROM admitted WHERE qlimit IS NOT NULL)
+      AND max_running IS NOT NULL
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT d.id, d.rank, d.queues, d.labels
+    FROM (SELECT *, row_number() OVER (PARTITION BY queue ORDER BY rank, id) AS qn
+          FROM admitted) d
+    LEFT JOIN limited l ON l.name = d.queue
+    WHERE d.qlimit IS NULL OR d.qn <= l.room
 ), numbered AS (
     SELECT id, queues, labels,
            row_number() OVER (PARTITION BY queues, labels ORDER BY rank, id) AS n
@@ -234,7 +251,8 @@ WITH available AS (
     WHERE t.id = d.id
     RETURNING t.id, t.attempt, t.command, t.timeout_seconds, t.run_at, t.worker_id, t.picked_at,
               t.schedule_id, t.env, t.cwd, t.success_exit_codes, t.output_cap_bytes,
-              t.memory_limit_bytes, t.cpu_limit_seconds, t.open_files_limit, t.concurrency_key
+              t.memory_limit_bytes, t.cpu_limit_seconds, t.open_files_limit, t.concurrency_key,
+              t.queue
 ), opened AS (
     INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
     SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
@@ -247,6 +265,10 @@ WITH available AS (
     FROM (SELECT concurrency_key AS key, count(*) AS n FROM claimed
           WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) c
     WHERE k.key = c.key
+), counted_queues AS (
+    UPDATE queues q SET running = q.running + c.n
+    FROM (SELECT queue, count(*) AS n FROM claimed GROUP BY queue) c
+    WHERE q.name = c.queue AND q.max_running IS NOT NULL
 ), hint AS (
     SELECT (SELECT count(*) FROM slots) AS free,
            EXISTS (SELECT 1 FROM best WHERE k = free) AS more,
@@ -331,11 +353,12 @@ async def mark_attempts_running(
 
 # End attempts (each only while open, and only for its own worker when one is named) at the
 # time their worker saw them end (kept between the hand-over and now), free their workers'
-# slots, and move each task on: done, cancelled, back to the queue (after a backoff when the
-# reason uses up a retry) or failed once retries are exhausted. A task that was cancelled or
-# already moved on is left alone. Returns a row per attempt that was open: how it ended, and
-# its task's new status (NULL when the task did not move), and whether its start was only
-# learnt from this ending (the worker's start report never came). Keys must be distinct.
+# slots, their concurrency keys and their queues' counts (limited queues only), and move each
+# task on: done, cancelled, back to the queue (after a backoff when the reason uses up a retry)
+# or failed once retries are exhausted. A task that was cancelled or already moved on is left
+# alone. Returns a row per attempt that was open: how it ended, and its task's new status (NULL
+# when the task did not move), and whether its start was only learnt from this ending (the
+# worker's start report never came). Keys must be distinct.
 END_ATTEMPT_CTES = f"""
 r AS (
     SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
@@ -370,6 +393,11 @@ r AS (
           FROM ended e JOIN tasks t ON t.id = e.task_id
           WHERE t.concurrency_key IS NOT NULL GROUP BY t.concurrency_key) f
     WHERE k.key = f.key
+), released_queues AS (
+    UPDATE queues q SET running = greatest(q.running - f.n, 0)
+    FROM (SELECT t.queue, count(*) AS n
+          FROM ended e JOIN tasks t ON t.id = e.task_id GROUP BY t.queue) f
+    WHERE q.name = f.queue AND q.max_running IS NOT NULL
 ), decision AS (
     SELECT d.*,
            CASE WHEN d.status = 'succeeded' THEN 'succeeded'

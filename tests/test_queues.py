@@ -66,7 +66,8 @@ def test_a_task_no_live_worker_can_take_waits_and_says_why(cluster_factory):
     assert second["waiting_for"] == 'no live worker of queue default has the labels {"gpu": "a100"}'
     queues = {q["name"]: q for q in cluster.http.get("/queues").json()["queues"]}
     assert queues["batch"] == {
-        "name": "batch", "paused": False, "queued": 1, "due": 1, "running": 0, "workers": 0,
+        "name": "batch", "paused": False, "max_running": None, "queued": 1, "due": 1,
+        "running": 0, "workers": 0,
     }  # fmt: skip
     assert queues["default"]["workers"] == 1 and queues["default"]["queued"] == 1
     stats = cluster.http.get("/stats").json()["tasks"]
@@ -87,7 +88,8 @@ def test_a_paused_queue_keeps_its_tasks_until_resumed(cluster_factory):
     assert task["status"] == "queued" and task["waiting_for"] == "queue slow is paused"
     resumed = cluster.http.post("/queues/slow/resume")
     assert resumed.json() == {
-        "name": "slow", "paused": False, "queued": 1, "due": 1, "running": 0, "workers": 1,
+        "name": "slow", "paused": False, "max_running": None, "queued": 1, "due": 1,
+        "running": 0, "workers": 1,
     }  # fmt: skip
     wait_for(lambda: finished(cluster, [held]), timeout=30, message="the resumed task ran")
 

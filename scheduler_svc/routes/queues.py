@@ -1,12 +1,13 @@
-"""Queues: their backlog, and pausing and resuming them."""
+"""Queues: their backlog, pausing and resuming them, and limiting their running tasks."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.routing import queue_problem
 from scheduler_svc.deps import Pool
@@ -19,6 +20,9 @@ router = APIRouter()
 class QueueView(BaseModel):
     name: str
     paused: bool = Field(description="paused queues keep their tasks queued; running ones go on")
+    max_running: int | None = Field(
+        description="at most this many of its tasks run at once, fleet-wide; null: no limit"
+    )
     queued: int = Field(description="tasks waiting, due or not")
     due: int = Field(description="tasks waiting that are due now")
     running: int = Field(description="tasks handed to a worker and not ended")
@@ -29,6 +33,21 @@ class QueueList(BaseModel):
     queues: list[QueueView]
 
 
+# The most a queue's limit may be.
+MAX_QUEUE_LIMIT = 100_000
+
+
+class QueueLimit(BaseModel):
+    """PUT /queues/{name}/limit: null lifts the limit."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_running: Annotated[int, Field(ge=1, le=MAX_QUEUE_LIMIT)] | None = Field(
+        description=f"at most this many of the queue's tasks run at once (1..{MAX_QUEUE_LIMIT})"
+        "; null: no limit"
+    )
+
+
 def check_name(name: str) -> str:
     if problem := queue_problem(name):
         raise HTTPException(422, problem)
@@ -36,13 +55,20 @@ def check_name(name: str) -> str:
 
 
 async def set_paused(pool: Pool, name: str, paused: bool) -> dict[str, Any]:
+    return await change_queue(pool, name, lambda conn: queues.set_paused(conn, name, paused))
+
+
+async def change_queue(
+    pool: Pool, name: str, change: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+) -> dict[str, Any]:
+    """Make the change and answer with the queue as it then is, in one transaction."""
     check_name(name)
 
-    async def change(conn: psycopg.AsyncConnection[Any]) -> list[queues.QueueRow]:
-        await queues.set_paused(conn, name, paused)
+    async def work(conn: psycopg.AsyncConnection[Any]) -> list[queues.QueueRow]:
+        await change(conn)
         return await queues.list_queues(conn)
 
-    rows = await in_transaction(pool, change)
+    rows = await in_transaction(pool, work)
     (row,) = [r for r in rows if r.name == name]
     return vars(row)
 
@@ -66,3 +92,20 @@ async def pause_queue(pool: Pool, name: str) -> dict[str, Any]:
 async def resume_queue(pool: Pool, name: str) -> dict[str, Any]:
     """Hand out the queue's tasks again."""
     return await set_paused(pool, name, False)
+
+
+@router.put("/queues/{name}/limit", response_model=QueueView)
+async def limit_queue(pool: Pool, name: str, body: QueueLimit) -> dict[str, Any]:
+    """At most max_running of the queue's tasks run at once across the fleet (null: no limit).
+    Tasks already running go on when a lower limit is set; no more start until fewer run. A
+    queue may be limited before any task names it. Giving a queue its first limit counts its
+    running tasks, holding every claim and attempt end back for that moment."""
+    return await change_queue(
+        pool, name, lambda conn: queues.set_limit(conn, name, body.max_running)
+    )
+
+
+@router.delete("/queues/{name}/limit", response_model=QueueView)
+async def unlimit_queue(pool: Pool, name: str) -> dict[str, Any]:
+    """Lift the queue's limit."""
+    return await change_queue(pool, name, lambda conn: queues.set_limit(conn, name, None))
