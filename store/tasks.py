@@ -7,7 +7,7 @@ decides when work is due, so no two machines' clocks are ever compared.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -205,7 +205,7 @@ def _json_object(value: dict[str, str]) -> str:
     return json.dumps(value) if value else "{}"
 
 
-async def copy_task_batch(conn: Conn, new: Sequence[tuple[UUID, NewTask]], now: datetime) -> None:
+async def copy_task_batch(conn: Conn, new: Iterable[tuple[UUID, NewTask]], now: datetime) -> None:
     """Write new tasks in bulk, tasks without scheduled_at due `now` (transaction_now) plus
     their delay, and wake the dispatchers on commit. Every idempotency key given must be free:
     one taken (by a transaction that committed meanwhile, too) fails the whole statement with

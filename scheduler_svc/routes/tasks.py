@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -186,24 +186,40 @@ async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) ->
     repeated = repeated_keys(items)
     if repeated:
         raise HTTPException(422, repeated)
-    new = [(uuid.uuid4(), new_task(item, item.idempotency_key)) for item in items]
-    adding = Counter(task.queue for _, task in new)
+    adding = Counter(item.queue for item in items)
     await backlog.admit(adding)
-    keyed = [i for i, (_, task) in enumerate(new) if task.idempotency_key is not None]
+    keyed = [i for i, item in enumerate(items) if item.idempotency_key is not None]
+    # Keyed tasks are made first, to be compared with those made earlier under their keys.
+    made = [(uuid.uuid4(), new_task(item, item.idempotency_key)) for item in items] if keyed else []
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[uuid.UUID], int]:
         now = await tasks.transaction_now(conn)
-        ids, fresh = await resolve_replays(conn, new, keyed) if keyed else (None, new)
+        if not keyed:
+            ids: list[uuid.UUID] = []
+            await tasks.copy_task_batch(conn, made_while_written(items, ids), now)
+            return ids, len(ids)
+        ids, fresh = await resolve_replays(conn, made, keyed)
         if fresh:
             await tasks.copy_task_batch(conn, fresh, now)
-        return ids or [task_id for task_id, _ in new], len(fresh)
+        return ids, len(fresh)
 
     ids, created = await insert_racing_keys(pool, insert)
     if created:
         backlog.accepted(adding)
-        telemetry.accepted_batch(len(new), created)
+        telemetry.accepted_batch(len(items), created)
     answer = {"task_ids": [str(task_id) for task_id in ids], "created": created}
     return JSONResponse(answer, status_code=201 if created else 200)
+
+
+def made_while_written(
+    items: list[BatchTask], ids: list[uuid.UUID]
+) -> Iterator[tuple[uuid.UUID, NewTask]]:
+    """Each item as a new task with a new id (added to `ids`), made as COPY takes it: the
+    database writes the rows sent before while the next ones are made."""
+    for item in items:
+        task_id = uuid.uuid4()
+        ids.append(task_id)
+        yield task_id, new_task(item, None)
 
 
 # Times a batch is written again when another request took one of its idempotency keys
