@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
-from common import logs
+from common import heap, logs
 from common.config import ConfigError
 from common.ready import write_ready_file
 from scheduler_svc import edge
@@ -27,6 +27,7 @@ class Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            heap.settle()
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             write_ready_file(self.ready_file, host, port)
 
