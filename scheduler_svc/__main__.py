@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import sys
@@ -54,6 +55,9 @@ def main() -> None:
         ssl_keyfile=config.tls_key,
         **edge.uvicorn_settings(config.edge),
     )
+    # What is loaded by now (the app, its models, the libraries) lives as long as the process:
+    # kept out of the collector's passes, which the garbage of every request sets off.
+    gc.freeze()
     Server(server_config, config.ready_file).run()
 
 

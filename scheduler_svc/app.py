@@ -54,6 +54,9 @@ def create_app(config: SchedulerConfig) -> FastAPI:
         description="Schedule shell commands once or on cron schedules; read what happened.",
         version="1.0",
         lifespan=lifespan,
+        # skiplock reports through Prometheus metrics and structured logs; FastAPI's own
+        # OpenTelemetry bridge would otherwise look for configured providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         dependencies=[Depends(json_bodies_only), Depends(no_unknown_query_parameters)],
     )
     for router in ROUTERS:
