@@ -234,6 +234,8 @@ async def get_keyed_tasks(conn: Conn, keys: Sequence[str]) -> dict[str, tuple[UU
 
 def pg_int_array(values: Sequence[int]) -> str:
     """An int array's text form, for an element of a text[] cast per row."""
+    if values == [0]:  # the default exit status list: most tasks
+        return "{0}"
     return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 

@@ -13,7 +13,7 @@ import psycopg
 
 from devtools.cluster import Cluster, wait_for
 from scheduler_svc.api_models import ScheduleRequest
-from scheduler_svc.routes.tasks import request_fingerprint
+from scheduler_svc.routes.tasks import new_ids, request_fingerprint
 
 
 def count_tasks(api: Cluster) -> int:
@@ -213,3 +213,10 @@ def test_a_key_taken_while_the_batch_is_written_gives_the_earlier_task(http, api
     assert response.json()["created"] == 1
     assert response.json()["task_ids"][1] == str(held_id)
     assert count_tasks(api) == before + 2
+
+
+def test_new_ids_are_distinct_version_4_uuids():
+    ids = new_ids(1000)
+    assert len(ids) == len(set(ids)) == 1000
+    assert {task_id.version for task_id in ids} == {4}
+    assert {task_id.variant for task_id in ids} == {uuid.RFC_4122}
