@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import socket
 import sys
@@ -28,6 +27,8 @@ class Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            # What start-up built (the app, its models, the pool) lives as long as the process:
+            # kept out of the collector's passes, which the garbage of every request sets off.
             heap.settle()
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             write_ready_file(self.ready_file, host, port)
@@ -55,9 +56,6 @@ def main() -> None:
         ssl_keyfile=config.tls_key,
         **edge.uvicorn_settings(config.edge),
     )
-    # What is loaded by now (the app, its models, the libraries) lives as long as the process:
-    # kept out of the collector's passes, which the garbage of every request sets off.
-    gc.freeze()
     Server(server_config, config.ready_file).run()
 
 
