@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    model_validator,
+)
 
 from common.limits import (
     CPU_LIMIT_BOUNDS,
@@ -28,6 +36,7 @@ from common.routing import (
     labels_problem,
     queue_problem,
 )
+from store.dependencies import MAX_AFTER
 from store.models import AttemptRow, ScheduleSettings, TaskRow
 from store.vocabulary import DEFAULT_LOST_RETRIES
 
@@ -229,6 +238,20 @@ class ExecutionSettings(BaseModel):
     open_files_limit: OpenFilesLimit | None = None
 
 
+# Tasks that must succeed before this one starts: ids of existing tasks, or (in POST /tasks/batch
+# only) indexes of other tasks of the same batch.
+After = Annotated[
+    # Not strict: JSON carries a UUID as a string.
+    list[Annotated[UUID, Strict(False)] | Annotated[int, Field(ge=0)]],
+    Field(
+        max_length=MAX_AFTER,
+        description=f"up to {MAX_AFTER} tasks that must all succeed before this one starts: "
+        "task ids, or in POST /tasks/batch indexes of other items of the batch; when one fails "
+        "or is cancelled this task ends failed with reason dependency_failed",
+    ),
+]
+
+
 class ScheduleRequest(ExecutionSettings, ConcurrencySettings):
     """POST /schedule. At most one of delay_seconds and scheduled_at; neither means now."""
 
@@ -245,6 +268,7 @@ class ScheduleRequest(ExecutionSettings, ConcurrencySettings):
     priority: Priority = 0
     queue: Queue = DEFAULT_QUEUE
     labels: Labels = Field(default_factory=dict)
+    after: After = Field(default_factory=list)
 
     @model_validator(mode="after")
     def one_start(self) -> ScheduleRequest:
@@ -341,6 +365,13 @@ def task_detail_view(task: TaskRow, attempts: list[AttemptRow]) -> dict[str, Any
     }
 
 
+def waiting_on_dependencies(task: TaskRow, after: list[UUID]) -> str | None:
+    """What a waiting task waits for, e.g. '2 of 3 tasks in after have not succeeded'."""
+    if task.status != "waiting":
+        return None
+    return f"{task.unmet_dependencies} of {len(after)} tasks in after have not succeeded"
+
+
 # Query values that are compared with text in the database, which cannot hold NUL.
 def check_no_nul_query(value: str) -> str:
     if "\x00" in value:
@@ -361,7 +392,9 @@ class TaskStatusView(BaseModel):
 
     task_id: str = Field(description="UUID")
     command: str
-    status: str = Field(description="queued, dispatched, running, succeeded, failed, cancelled")
+    status: str = Field(
+        description="waiting, queued, dispatched, running, succeeded, failed, cancelled"
+    )
     scheduled_at: str | None = Field(description="RFC 3339, UTC")
     picked_at: str | None
     started_at: str | None
@@ -419,7 +452,11 @@ class TaskDetailView(TaskStatusView):
     cpu_limit_seconds: int | None = Field(description="hard CPU-time limit per process")
     open_files_limit: int | None = Field(description="hard open-files limit per process")
     waiting_for: str | None = Field(
-        default=None, description="why a due queued task is not running yet, when known"
+        default=None,
+        description="why a waiting task, or a due queued one, is not running yet, when known",
+    )
+    after: list[str] = Field(
+        default_factory=list, description="ids of the tasks that must succeed before this one"
     )
     attempts: list[AttemptView]
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from common.cronspec import load_zone
 from common.routing import DEFAULT_QUEUE
@@ -73,6 +73,16 @@ CatchupWindow = Annotated[int, Field(ge=1, le=MAX_CATCHUP_WINDOW_SECONDS)]
 Jitter = Annotated[float, Field(ge=0, le=MAX_JITTER_SECONDS, allow_inf_nan=False)]
 
 
+def no_after(data: Any) -> Any:
+    """A clear word for `after` on a schedule (instead of "extra inputs are not permitted")."""
+    if isinstance(data, dict) and "after" in data:
+        raise ValueError(
+            "schedules take no `after`: only one-off tasks (POST /schedule, POST /tasks/batch) "
+            "wait for other tasks"
+        )
+    return data
+
+
 class ScheduleCreate(ExecutionSettings, ConcurrencySettings):
     """POST /schedules; the execution settings apply to every run."""
 
@@ -94,6 +104,11 @@ class ScheduleCreate(ExecutionSettings, ConcurrencySettings):
     queue: Queue = DEFAULT_QUEUE
     labels: Labels = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_after(cls, data: Any) -> Any:
+        return no_after(data)
+
 
 # Fields a PATCH may set to null: null removes the setting.
 NULLABLE = frozenset(
@@ -114,6 +129,11 @@ class SchedulePatch(BaseModel):
     """PATCH /schedules/{id}: the fields given replace the current ones."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_after(cls, data: Any) -> Any:
+        return no_after(data)
 
     name: Name | None = None
     cron: Cron | None = None

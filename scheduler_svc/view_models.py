@@ -93,6 +93,10 @@ class TaskCounts(BaseModel):
     )
     dispatched: int = Field(description="handed to a worker, not started yet")
     running: int
+    waiting: int = Field(
+        default=0,
+        description="waiting for the tasks in their after to succeed: not backlog, not due",
+    )
 
 
 class FinishedCounts(BaseModel):

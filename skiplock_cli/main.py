@@ -225,9 +225,19 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="TASK_ID",
+            help="Start only once this task has succeeded (repeat for several); when it fails "
+            "or is cancelled, this one ends failed with reason dependency_failed.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Run a shell command once: now, after a delay, or at a time."""
+    """Run a shell command once: now, after a delay, at a time, or after other tasks."""
     if batch is not None:
         if command is not None:
             raise typer.BadParameter("give COMMAND or --batch FILE, not both")
@@ -244,6 +254,7 @@ def submit(
         "scheduled_at": at,
         "timeout_seconds": timeout,
         "retry_backoff_seconds": backoff,
+        "after": after or None,
     }
     body |= {name: value for name, value in optional.items() if value is not None}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None

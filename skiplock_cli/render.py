@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 STATUS_STYLES = {
+    "waiting": "cyan",
     "queued": "cyan",
     "dispatched": "blue",
     "running": "yellow",
@@ -85,6 +86,8 @@ def task_summary(task: dict[str, Any]) -> Text:
     if status == "queued":
         # run_at (task details only) is when it is due now, e.g. after a retry's backoff.
         line.append(f" for {when(task.get('run_at') or task['scheduled_at'])}")
+    elif status == "waiting":
+        line.append(f" for {task.get('waiting_for') or 'the tasks in its after'}")
     elif status in ("dispatched", "running"):
         line.append(f" (attempt {task['attempt']} on {task['worker_id']})")
     else:

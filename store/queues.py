@@ -21,10 +21,11 @@ class QueueRow:
     name: str
     paused: bool
     max_running: int | None  # at most this many run at once; None: no limit
-    queued: int  # waiting, due or not
-    due: int  # waiting and due now
+    queued: int  # queued, due or not
+    due: int  # queued and due now
     running: int  # handed to a worker and not ended
     workers: int  # live workers that serve it
+    waiting: int  # waiting for the tasks in their `after`
 
 
 # Pause or resume a queue (the claim skips a paused queue's tasks; running ones go on).
@@ -90,6 +91,8 @@ LIST_QUEUES = f"""
 WITH waiting AS (
     SELECT queue AS name, count(*) AS queued, count(*) FILTER (WHERE run_at <= now()) AS due
     FROM tasks WHERE status = 'queued' GROUP BY queue
+), blocked AS (
+    SELECT queue AS name, count(*) AS waiting FROM tasks WHERE status = 'waiting' GROUP BY queue
 ), running AS (
     SELECT t.queue AS name, count(*) AS running
     FROM attempts a JOIN tasks t ON t.id = a.task_id
@@ -100,15 +103,16 @@ WITH waiting AS (
     WHERE {_LIVE} GROUP BY q
 ), names AS (
     SELECT name FROM waiting UNION SELECT name FROM running UNION SELECT name FROM served
-    UNION SELECT name FROM queues
+    UNION SELECT name FROM queues UNION SELECT name FROM blocked
 )
 SELECT n.name, coalesce(p.paused, false) AS paused, p.max_running,
        coalesce(w.queued, 0)::int AS queued,
        coalesce(w.due, 0)::int AS due, coalesce(r.running, 0)::int AS running,
-       coalesce(s.workers, 0)::int AS workers
+       coalesce(s.workers, 0)::int AS workers, coalesce(b.waiting, 0)::int AS waiting
 FROM names n
 LEFT JOIN queues p USING (name) LEFT JOIN waiting w USING (name)
 LEFT JOIN running r USING (name) LEFT JOIN served s USING (name)
+LEFT JOIN blocked b USING (name)
 ORDER BY n.name
 """
 

@@ -37,6 +37,9 @@ WITH queue AS (
            extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
                AS oldest_due_age
     FROM tasks WHERE status = 'queued'
+), blocked AS (
+    -- waiting for the tasks in their `after`: not backlog until released
+    SELECT count(*) AS n FROM tasks WHERE status = 'waiting'
 ), unserved AS (
     -- due tasks no live worker can take now: their queue is paused, or no worker that is not
     -- lost or draining serves the queue with the labels (counted per queue and labels)
@@ -79,12 +82,13 @@ WITH queue AS (
 )
 SELECT now() AS at,
        q.due, q.later, q.oldest_due_age, o.dispatched, o.running, u.n AS unserved,
+       b.n AS waiting,
        fin.*,
        d.n AS delay_samples, d.p AS delay_percentiles,
        f.total AS workers, f.lost AS workers_lost, f.draining AS workers_draining,
        f.slots, f.busy, t.outcomes AS tick_outcomes,
        (SELECT reltuples::bigint FROM pg_class WHERE oid = 'tasks'::regclass) AS tasks_estimate
-FROM queue q, unserved u, open_attempts o, finished fin, delays d, fleet f, ticks t
+FROM queue q, blocked b, unserved u, open_attempts o, finished fin, delays d, fleet f, ticks t
 """
 
 

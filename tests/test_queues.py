@@ -68,6 +68,7 @@ def test_a_task_no_live_worker_can_take_waits_and_says_why(cluster_factory):
     assert queues["batch"] == {
         "name": "batch", "paused": False, "max_running": None, "queued": 1, "due": 1,
         "running": 0, "workers": 0,
+        "waiting": 0,
     }  # fmt: skip
     assert queues["default"]["workers"] == 1 and queues["default"]["queued"] == 1
     stats = cluster.http.get("/stats").json()["tasks"]
@@ -90,6 +91,7 @@ def test_a_paused_queue_keeps_its_tasks_until_resumed(cluster_factory):
     assert resumed.json() == {
         "name": "slow", "paused": False, "max_running": None, "queued": 1, "due": 1,
         "running": 0, "workers": 1,
+        "waiting": 0,
     }  # fmt: skip
     wait_for(lambda: finished(cluster, [held]), timeout=30, message="the resumed task ran")
 

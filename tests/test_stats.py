@@ -36,6 +36,7 @@ def test_the_backlog_and_the_age_of_its_oldest_due_task(cluster_factory):
     empty = get_stats(alone)
     assert empty["tasks"] == {
         "queued_due": 0, "queued_later": 0, "queued_unserved": 0, "dispatched": 0, "running": 0,
+        "waiting": 0,
     }  # fmt: skip
     assert empty["oldest_due_age_seconds"] is None
     assert empty["start_delay"]["samples"] == 0 and empty["start_delay"]["p50"] is None

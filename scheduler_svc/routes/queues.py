@@ -23,8 +23,11 @@ class QueueView(BaseModel):
     max_running: int | None = Field(
         description="at most this many of its tasks run at once, fleet-wide; null: no limit"
     )
-    queued: int = Field(description="tasks waiting, due or not")
-    due: int = Field(description="tasks waiting that are due now")
+    queued: int = Field(description="queued tasks, due or not")
+    due: int = Field(description="queued tasks that are due now")
+    waiting: int = Field(
+        default=0, description="tasks waiting for the tasks in their after (not backlog)"
+    )
     running: int = Field(description="tasks handed to a worker and not ended")
     workers: int = Field(description="live workers that serve the queue")
 

@@ -37,6 +37,7 @@ def stats_view(row: dict[str, Any]) -> Stats:
             queued_unserved=row["unserved"],
             dispatched=row["dispatched"],
             running=row["running"],
+            waiting=row["waiting"],
         ),
         oldest_due_age_seconds=row["oldest_due_age"],
         finished=[

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import functools
+import graphlib
 import hashlib
 import json
 import os
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import psycopg
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -32,10 +33,11 @@ from scheduler_svc.api_models import (
     TextQuery,
     task_detail_view,
     task_status_view,
+    waiting_on_dependencies,
 )
 from scheduler_svc.deps import BacklogGuard, Inserter, Pool, parse_uuid
 from scheduler_svc.openapi import TOO_MANY_QUEUED
-from store import queues, tasks
+from store import dependencies, queues, tasks
 from store.db import in_transaction
 from store.models import NewTask, PageKey, TaskFilter, TaskRow
 from store.vocabulary import TaskStatus
@@ -65,6 +67,7 @@ LATER_FIELDS = frozenset(
         "lost_retries",
         "concurrency_key",
         "concurrency_limit",
+        "after",
     }
 )
 
@@ -143,20 +146,25 @@ async def schedule_task(
     """Queue a command to run once, now, after a delay, or at a given instant."""
     key = check_idempotency_key(idempotency_key)
     new = new_task(body, key)
+    named = named_tasks(body.after)
     adding = Counter({new.queue: 1})
     await backlog.admit(adding)
 
-    if key is None:
+    if key is None and not named:
         created_task = await inserter.insert(new)
         backlog.accepted(adding)
         telemetry.accepted(created_task)
         return JSONResponse(task_status_view(created_task), status_code=201)
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[TaskRow | None, bool]:
-        created = await tasks.insert_task(conn, uuid.uuid4(), new)
+        await lock_named_tasks(conn, [body.after])
+        task_id = uuid.uuid4()
+        created = await tasks.insert_task(conn, task_id, new)
         if created is not None:
+            settled = await dependencies.add_dependencies(conn, [(task_id, d) for d in named])
             await notify_wakeup(conn, Topic.TASKS)
-            return created, True
+            return settled.get(task_id, created), True
+        assert key is not None  # only a key makes an insert write nothing
         return await tasks.get_task_by_idempotency_key(conn, key), False
 
     task, created = await in_transaction(pool, insert)
@@ -168,6 +176,39 @@ async def schedule_task(
         backlog.accepted(adding)
         telemetry.accepted(task)
     return JSONResponse(task_status_view(task), status_code=201 if created else 200)
+
+
+def issue(loc: Sequence[str | int], msg: str) -> dict[str, Any]:
+    """One entry of a 422's detail, in the shape of FastAPI's validation errors."""
+    return {"loc": ["body", *loc], "msg": msg, "type": "value_error"}
+
+
+def named_tasks(after: Sequence[uuid.UUID | int]) -> list[uuid.UUID]:
+    """The task ids in one `after` list, each once, in order; a 422 for a batch index."""
+    indexes = [i for i, d in enumerate(after) if isinstance(d, int)]
+    if indexes:
+        msg = "an index names another task of the same batch: only POST /tasks/batch takes one"
+        raise HTTPException(422, [issue(["after", i], msg) for i in indexes])
+    return list(dict.fromkeys(d for d in after if isinstance(d, uuid.UUID)))
+
+
+async def lock_named_tasks(
+    conn: psycopg.AsyncConnection[Any],
+    afters: Sequence[Sequence[uuid.UUID | int]],
+    where: Sequence[str | int] = (),
+) -> None:
+    """Lock the existing tasks that `after` lists name (store/dependencies.py says why), or
+    answer 422 naming each one that does not exist (under `where`, then the list's index)."""
+    named = {d for after in afters for d in after if isinstance(d, uuid.UUID)}
+    missing = named - await dependencies.lock_tasks(conn, sorted(named))
+    issues = [
+        issue([*where, *([n] if where else []), "after", i], f"no task with id {d}")
+        for n, after in enumerate(afters)
+        for i, d in enumerate(after)
+        if d in missing
+    ]
+    if issues:
+        raise HTTPException(422, issues)
 
 
 @router.post(
@@ -184,9 +225,18 @@ async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) ->
     Ids come back in the order given; an item's idempotency_key works like the Idempotency-Key
     header of POST /schedule, so a replayed batch answers the same ids."""
     items = body.tasks
-    repeated = repeated_keys(items)
-    if repeated:
-        raise HTTPException(422, repeated)
+    afters = [item.after for item in items]
+    problems = repeated_keys(items) + batch_index_issues(afters)
+    if problems:
+
+        async def unknown(conn: psycopg.AsyncConnection[Any]) -> None:
+            await lock_named_tasks(conn, afters, ["tasks"])
+
+        try:  # one 422 names every problem: unknown task ids too
+            await in_transaction(pool, unknown)
+        except HTTPException as exc:
+            problems += cast(list[dict[str, Any]], exc.detail)
+        raise HTTPException(422, sorted(problems, key=lambda p: p["loc"][2]))
     adding = Counter(item.queue for item in items)
     await backlog.admit(adding)
     keyed = [i for i, item in enumerate(items) if item.idempotency_key is not None]
@@ -197,14 +247,17 @@ async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) ->
                 for task_id, item in zip(new_ids(len(items)), items, strict=True)]  # fmt: skip
 
     async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[uuid.UUID], int]:
+        await lock_named_tasks(conn, afters, ["tasks"])
         now = await tasks.transaction_now(conn)
         if not keyed:
             ids: list[uuid.UUID] = []
             await tasks.copy_task_batch(conn, made_while_written(items, ids), now)
+            await add_batch_dependencies(conn, ids, afters, set(ids))
             return ids, len(ids)
         ids, fresh = await resolve_replays(conn, made, keyed)
         if fresh:
             await tasks.copy_task_batch(conn, fresh, now)
+        await add_batch_dependencies(conn, ids, afters, {task_id for task_id, _ in fresh})
         return ids, len(fresh)
 
     ids, created = await insert_racing_keys(pool, insert)
@@ -252,6 +305,61 @@ async def insert_racing_keys(
                     409, "idempotency_key taken by a concurrent request, retry the batch"
                 ) from None
     raise AssertionError("unreachable")
+
+
+def batch_index_issues(afters: Sequence[Sequence[uuid.UUID | int]]) -> list[dict[str, Any]]:
+    """A validation issue for each batch index in an `after` that names its own item or none,
+    and for each item on a cycle of indexes (every cycle, not only the first found)."""
+    issues = []
+    graph: dict[int, set[int]] = {}
+    for n, after in enumerate(afters):
+        for i, d in enumerate(after):
+            if isinstance(d, uuid.UUID):
+                continue
+            if d == n:
+                issues.append(issue(["tasks", n, "after", i], "names the task itself"))
+            elif d >= len(afters):
+                msg = f"index {d} is out of range: the batch has {len(afters)} tasks"
+                issues.append(issue(["tasks", n, "after", i], msg))
+            else:
+                graph.setdefault(n, set()).add(d)
+    while cycle := find_cycle(graph):
+        for n in cycle:
+            path = " -> ".join(str(i) for i in [*cycle, cycle[0]])
+            issues.append(issue(["tasks", n, "after"], f"tasks {path} form a cycle"))
+            graph.pop(n, None)
+    return issues
+
+
+def find_cycle(graph: dict[int, set[int]]) -> list[int]:
+    """The items of one cycle of `graph` (item -> items it waits on), or none."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        return list(dict.fromkeys(exc.args[1]))
+    return []
+
+
+async def add_batch_dependencies(
+    conn: psycopg.AsyncConnection[Any],
+    ids: list[uuid.UUID],
+    afters: Sequence[Sequence[uuid.UUID | int]],
+    created: set[uuid.UUID],
+) -> None:
+    """The edges of the batch's created tasks (`ids` in item order; a replayed task keeps
+    those it was made with), batch indexes resolved to ids; a replayed task named by index is
+    locked first."""
+    edges = [
+        (ids[n], d if isinstance(d, uuid.UUID) else ids[d])
+        for n, after in enumerate(afters)
+        if ids[n] in created
+        for d in after
+    ]
+    if not edges:
+        return
+    replayed = sorted({d for _, d in edges} - created)
+    await dependencies.lock_tasks(conn, replayed)
+    await dependencies.add_dependencies(conn, edges)
 
 
 def repeated_keys(items: list[BatchTask]) -> list[dict[str, Any]]:
@@ -307,12 +415,17 @@ async def load_detail(pool: AsyncConnectionPool, task_id: uuid.UUID) -> dict[str
     async with pool.connection() as conn:
         task = await tasks.get_task(conn, task_id)
         attempts = await tasks.list_attempts(conn, task_id) if task else []
+        after = [d.task_id for d in await dependencies.dependencies_of(conn, task_id)]
         waiting = None
         if task is not None and task.status == TaskStatus.QUEUED:
             waiting = await queues.waiting_for(conn, task_id)
     if task is None:
         raise HTTPException(404, f"no task with id {task_id}")
-    return task_detail_view(task, attempts) | {"waiting_for": waiting}
+    waiting = waiting_on_dependencies(task, after) or waiting
+    return task_detail_view(task, attempts) | {
+        "waiting_for": waiting,
+        "after": [str(d) for d in after],
+    }
 
 
 @router.get("/status", response_model=TaskStatusView)
@@ -441,6 +554,7 @@ async def retry_task(pool: Pool, task_id: str) -> dict[str, Any]:
     async def requeue(conn: psycopg.AsyncConnection[Any]) -> TaskRow | None:
         task = await tasks.requeue_failed_task(conn, tid)
         if task is not None:
+            await wait_for_dependencies(conn, tid)
             await notify_wakeup(conn, Topic.TASKS)
         return task
 
@@ -453,3 +567,17 @@ async def retry_task(pool: Pool, task_id: str) -> dict[str, Any]:
         existing = await load_task(pool, tid)
         raise HTTPException(409, f"only failed tasks can be retried; task is {existing.status}")
     return await load_detail(pool, tid)
+
+
+async def wait_for_dependencies(conn: psycopg.AsyncConnection[Any], tid: uuid.UUID) -> None:
+    """A retried task with an `after` waits again for what has not succeeded; 409 (and the
+    retry is undone) while one of those failed or was cancelled: retry that one first."""
+    named = await dependencies.dependency_ids(conn, tid)
+    if not named:
+        return
+    await dependencies.lock_tasks(conn, named)
+    ended = await dependencies.resettle_retried(conn, tid)
+    if ended:
+        names = ", ".join(str(d) for d in ended[:5])
+        msg = f"tasks in after failed or were cancelled: {names}; retry them first"
+        raise HTTPException(409, msg)

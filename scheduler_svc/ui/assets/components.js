@@ -5,7 +5,7 @@ import { h, replace, visibleText } from './dom.js';
 import { href } from './router.js';
 
 export const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
-export const TASK_STATUSES = ['queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled'];
+export const TASK_STATUSES = ['waiting', 'queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled'];
 
 const OUTCOME_LABELS = {
   started: 'started',

@@ -52,7 +52,8 @@ function tiles(stats) {
       five ? `${five.failed} failed` : null),
     tile('Start delay p50 / p99', delay.p50 === null ? '–' : `${msText(delay.p50 * 1000)} / ${msText(delay.p99 * 1000)}`,
       `${countText(delay.samples)} starts, last ${delay.minutes} min`),
-    tile('Scheduled later', countText(stats.tasks.queued_later)));
+    tile('Scheduled later', countText(stats.tasks.queued_later),
+      stats.tasks.waiting ? `${countText(stats.tasks.waiting)} waiting on other tasks` : null));
 }
 
 function charts(history, backlog) {

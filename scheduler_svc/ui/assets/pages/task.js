@@ -3,7 +3,7 @@
 import { get, post } from '../api.js';
 import {
   FINISHED, button, card, confirmDialog, copyButton, empty, facts, firstLoad, pageHeader,
-  statusBadge, toast, workerLink,
+  statusBadge, taskLink, toast, workerLink,
 } from '../components.js';
 import {
   durationText, elapsed, h, replace, secondsBetween, timeAgo, utcText, visibleText,
@@ -42,6 +42,7 @@ function settings(task) {
     ['Lost-worker retries left', task.lost_retries === undefined ? null : `${task.lost_retries_left} of ${task.lost_retries}`],
     ['Priority', task.priority === undefined ? null : String(task.priority)],
     ['Queue', task.queue],
+    task.after && task.after.length ? ['After', h('span', {}, ...task.after.flatMap((t, i) => (i ? [' ', taskLink(t)] : [taskLink(t)])))] : null,
     task.labels && Object.keys(task.labels).length ? ['Needs labels', pairsText(task.labels)] : null,
     task.cwd ? ['Working directory', h('span', { class: 'mono' }, visibleText(task.cwd, { oneLine: true }))] : null,
     task.env && Object.keys(task.env).length ? ['Environment', pairsText(task.env)] : null,
@@ -60,7 +61,8 @@ function timeline(task) {
   const attempts = task.attempts;
   if (!attempts.length) {
     return empty(task.status === 'cancelled' ? 'Cancelled before it was dispatched.'
-      : 'Not dispatched yet.');
+      : task.last_reason === 'dependency_failed' ? 'Never ran: a task in its after failed or was cancelled.'
+        : 'Not dispatched yet.');
   }
   const now = Date.now();
   const start = Date.parse(task.created_at);
@@ -139,7 +141,7 @@ export async function taskPage({ main, params, signal, canWrite }) {
 
   function show() {
     commandBox.replaceChildren(visibleText(task.command));
-    replace(facts, task.waiting_for && task.status === 'queued'
+    replace(facts, task.waiting_for && (task.status === 'queued' || task.status === 'waiting')
       ? h('p', { class: 'notice-waiting', role: 'status' }, `Waiting: ${task.waiting_for}`) : null,
     settings(task));
     replace(attempts, timeline(task), attemptsTable(task));
