@@ -12,12 +12,20 @@ reset between claims too), so every claim also locks and counts a limited queue.
 measured again after 1,000,000 finished tasks were added (bulk
 loaded with triggers off, then VACUUM ANALYZE). Figures: microseconds of wall time per claimed
 task, and the ratio of the two.
+
+With --against REF, instead: the claim statement of git ref REF, this tree's, and this tree's
+with the queue "io" limited (to 1000: every claim locks and counts it, none is held back) run
+in turn on the same data, each in a transaction rolled back (so each claims the same 200
+tasks), --claims times each, on an empty history and beside 1,000,000 finished tasks. Figures:
+the median microseconds per claimed task of each, and its ratio to REF's.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,6 +96,45 @@ def drain(conn: psycopg.Connection[Any]) -> tuple[float, int, int]:
         conn.execute("UPDATE queues SET running = 0 WHERE max_running IS NOT NULL")
 
 
+def claim_statement_at(ref: str) -> str:
+    """CLAIM_FOR_FREE_SLOTS as store/dispatch.py had it at git ref `ref`."""
+    source = subprocess.run(
+        ["git", "show", f"{ref}:store/dispatch.py"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "CLAIM_FOR_FREE_SLOTS" for t in node.targets
+        ):
+            value = ast.literal_eval(node.value)
+            assert isinstance(value, str)
+            return value
+    raise SystemExit(f"no CLAIM_FOR_FREE_SLOTS in {ref}:store/dispatch.py")
+
+
+def compare(
+    conn: psycopg.Connection[Any], variants: dict[str, tuple[str, int | None]], claims: int
+) -> dict[str, float]:
+    """Median µs per claimed task of each variant (statement, limit of io), run in turn."""
+    spent: dict[str, list[float]] = {name: [] for name in variants}
+    for n in range(claims):
+        names = list(variants)
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            statement, limit = variants[name]
+            with conn.transaction(force_rollback=True):
+                if limit is not None:
+                    conn.execute(
+                        "INSERT INTO queues (name, max_running) VALUES ('io', %s)", (limit,)
+                    )
+                started = time.perf_counter()
+                rows = conn.execute(statement, {"live_within": 3600.0, "rotation": n}).fetchall()
+                elapsed = time.perf_counter() - started
+            got = sum(1 for row in rows if row[0] is not None)
+            assert got > 0, f"{name} claimed nothing"
+            spent[name].append(elapsed / got * 1e6)
+    return {name: statistics.median(values) for name, values in spent.items()}
+
+
 def sitting(
     admin_url: str, queued: int, finished: int, limit: int | None
 ) -> tuple[float, int, int]:
@@ -104,6 +151,32 @@ def sitting(
         databases.drop_database(admin_url, name)
 
 
+def against(admin_url: str, ref: str, queued: int, finished: int, claims: int) -> None:
+    variants = {
+        ref: (claim_statement_at(ref), None),
+        "this tree": (dispatch.CLAIM_FOR_FREE_SLOTS, None),
+        "this tree, io limited": (dispatch.CLAIM_FOR_FREE_SLOTS, 1000),
+    }
+    for history in (0, finished):
+        name = databases.unique_name("skiplock_claimbench_")
+        url = databases.create_database(admin_url, name)
+        try:
+            migrate(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(NO_JIT)
+                load(conn, queued, history, None)
+                medians = compare(conn, variants, claims)
+        finally:
+            databases.drop_database(admin_url, name)
+        base = medians[ref]
+        for variant, value in medians.items():
+            print(
+                f"{history:>9,} finished, {variant}: {value:.1f} µs per task, "
+                f"{value / base:.2f} of {ref}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queued", type=int, default=10_000)
@@ -112,9 +185,14 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="max_running of the queue io (default: none)"
     )
+    parser.add_argument("--against", metavar="REF", help="compare with git ref REF's claim")
+    parser.add_argument("--claims", type=int, default=60, help="claims of each, with --against")
     args = parser.parse_args()
     server = databases.discover_server()
     try:
+        if args.against:
+            against(server.admin_url, args.against, args.queued, args.finished, args.claims)
+            return
         ratios = []
         for round_no in range(1, args.rounds + 1):
             figures = []

@@ -354,6 +354,11 @@ def test_the_claim_scans_the_partial_index_of_queued_tasks(db):
     # The claim order (queue, then priority with aging) is read from its index, sorted.
     assert ("Index Scan", "tasks_queued_claim") in scans(*claim)
     assert not any(kind == "Seq Scan" for kind, _ in scans(*claim))
+    # So is a limited queue's (its room bounds the scan, known only at run time).
+    with db.transaction(force_rollback=True):
+        db.execute("INSERT INTO queues (name, max_running, running) VALUES ('default', 5, 1)")
+        assert ("Index Scan", "tasks_queued_claim") in scans(*claim)
+        assert not any(kind == "Seq Scan" for kind, _ in scans(*claim))
     # The same plan without the indexes reads the whole table: what they save.
     with db.transaction(force_rollback=True):
         db.execute("DROP INDEX tasks_queued_claim")
