@@ -365,7 +365,7 @@ def test_a_queue_limit_is_set_shown_and_lifted_and_bad_ones_are_refused(http, ap
     assert set_.status_code == 200, set_.text
     assert set_.json() == {
         "name": "etl", "paused": False, "max_running": 100_000, "queued": 1, "due": 1,
-        "running": 0, "workers": 0,
+        "running": 0, "workers": 0, "waiting": 0,
     }  # fmt: skip
     listed = {q["name"]: q for q in http.get("/queues").json()["queues"]}
     assert listed["etl"]["max_running"] == 100_000
