@@ -7,14 +7,18 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def to_timestamp(value: datetime | None) -> Timestamp | None:
-    """None stays None, so an unknown instant leaves the field unset."""
+    """None stays None, so an unknown instant leaves the field unset. Exact to the microsecond,
+    by integer arithmetic (`Timestamp.FromDatetime` costs several times more, on every report)."""
     if value is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
+    if value.tzinfo is None:  # a naive time is local time, as `astimezone` reads it
+        value = value.astimezone(UTC)
+    since = value - EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def from_timestamp(message: Message, field: str) -> datetime | None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
-from asyncio import FIRST_COMPLETED
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from common.loops import wait_any
 from proto import skiplock_pb2 as pb
@@ -58,6 +59,8 @@ class Execution:
     stopped_as: pb.AttemptState.ValueType | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called on a stop request while the runner waits for the command's exit.
+    on_stop: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -68,6 +71,8 @@ class Execution:
         if self.stopped_as is None:
             self.stopped_as = state
         self.stop_requested.set()
+        if self.on_stop is not None:
+            self.on_stop()
 
 
 class OutputFileExists(OSError):
@@ -124,6 +129,25 @@ class Limits:
         return " && ".join(settings) + ' || exit 126; exec bash -c "$1"'
 
 
+@functools.cache
+def devnull() -> int:
+    """One descriptor of /dev/null for every command's stdin (close-on-exec: the child gets
+    its own copy as fd 0), instead of an open and a close per spawn."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+@functools.lru_cache(maxsize=16)
+def bash_in(search_path: str) -> str:
+    """Where `bash` is on `search_path` (a PATH value), as the exec would find it; "bash" (the
+    lookup left to each spawn) when it is not there or the PATH has a relative entry, which
+    only the command's working directory resolves. Saves each spawn the search: joining every
+    entry and, in the child, a failed exec per entry before bash's."""
+    if any(not os.path.isabs(entry) for entry in search_path.split(os.pathsep)):
+        return "bash"
+    found = shutil.which("bash", path=search_path)
+    return found if found is not None and os.path.isabs(found) else "bash"
+
+
 def spawn(
     command: str,
     output_fd: int,
@@ -137,9 +161,30 @@ def spawn(
     argv = ["bash", "-c", command]
     if limits is not None:
         argv = ["bash", "-c", limits.ulimit_script(), "bash", command]
+    search_path = env.get("PATH", os.defpath)
+    # Another user's exec may be refused a bash this worker may run: that user's exec searches.
+    executable = bash_in(search_path) if run_as is None else "bash"
+    try:
+        return _popen(argv, executable, output_fd, env, cwd, run_as)
+    except FileNotFoundError:
+        if executable == "bash":
+            raise
+        bash_in.cache_clear()  # bash moved since it was found: search again
+        return _popen(argv, bash_in(search_path), output_fd, env, cwd, run_as)
+
+
+def _popen(
+    argv: list[str],
+    executable: str,
+    output_fd: int,
+    env: dict[str, str],
+    cwd: str | None,
+    run_as: RunAs | None,
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
-        stdin=subprocess.DEVNULL,
+        executable=executable,
+        stdin=devnull(),
         stdout=output_fd,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -243,6 +288,7 @@ class ProcessRunner:
         execution.started_at = datetime.now(UTC)
         mark = (execution.task_id, str(execution.attempt))
         self.reaper.leaders.add(proc.pid)
+        self.reaper.spawners.add(threading.get_native_id())
         self.reaper.running.add(mark)
         if execution.output_cap > 0:
             execution.output = OutputFile(fd, execution.output_cap)
@@ -250,12 +296,7 @@ class ProcessRunner:
             os.close(fd)
         exited = exit_future(proc)
         on_started()
-        stopping = asyncio.ensure_future(execution.stop_requested.wait())
-        waiting: list[asyncio.Future[Any]] = [exited, stopping]
-        try:
-            await asyncio.wait(waiting, timeout=execution.timeout, return_when=FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
+        await self._exit_stop_or_timeout(execution, exited)
         if not exited.done():
             execution.stop(pb.ATTEMPT_STATE_TIMED_OUT)  # no-op when asked to stop
             await self._terminate(proc.pid, exited)
@@ -275,6 +316,30 @@ class ProcessRunner:
             succeeded = code in execution.success_exit_codes
             state = pb.ATTEMPT_STATE_SUCCEEDED if succeeded else pb.ATTEMPT_STATE_FAILED
         return Outcome(state, code, finished, cut)
+
+    @staticmethod
+    async def _exit_stop_or_timeout(execution: Execution, exited: asyncio.Future[int]) -> None:
+        """Return once the command has exited, a stop is requested or the timeout has passed:
+        one future that any of the three wakes, not a task per attempt watching for a stop."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(*_: object) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        exited.add_done_callback(wake)
+        execution.on_stop = wake
+        timer = None if execution.timeout is None else loop.call_later(execution.timeout, wake)
+        if execution.stop_requested.is_set():
+            wake()
+        try:
+            await woken
+        finally:
+            execution.on_stop = None
+            exited.remove_done_callback(wake)
+            if timer is not None:
+                timer.cancel()
 
     async def _terminate(self, pgid: int, exited: asyncio.Future[int]) -> None:
         """SIGTERM to the process group, SIGKILL once the grace period has passed."""

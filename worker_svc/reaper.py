@@ -17,6 +17,11 @@ that no running command leads (a process's parent is always a live ancestor, an 
 nearest subreaper ancestor, and the ended leader is reaped already). Children stay listed in
 /proc/self/task/*/children until the worker reaps them, and only the sweep reaps adopted
 ones, so when that list holds nothing but the leaders of running commands, nothing is left.
+Only two kinds of thread can hold such a child: the threads that spawned commands (a child is
+listed under the thread that forked it, and leaders are all the worker forks) and the main
+thread (an orphan joins the subreaper's first live thread, the main one, and so do the
+children of a thread that ends). So the check reads those threads' lists alone, one small file
+in a worker that spawns from its main thread, not one per thread of the process.
 """
 
 from __future__ import annotations
@@ -97,17 +102,21 @@ def processes() -> dict[int, Proc]:
     return found
 
 
-def own_children() -> set[int] | None:
-    """This process's children, running or not yet reaped; None where the kernel keeps no
-    list. Orphans join the first live thread (the main one), so it is read last: a child moved
-    there from an ending thread during the reading is still seen."""
+def own_children(threads: Iterable[int] | None = None) -> set[int] | None:
+    """This process's children, running or not yet reaped, forked by the given threads (native
+    ids) or adopted; None (all threads) reads every thread's list. None where the kernel keeps
+    no list. Orphans join the first live thread (the main one), so it is read last: a child
+    moved there from an ending thread during the reading is still seen."""
     me = os.getpid()
-    try:
-        threads = sorted(os.listdir(f"/proc/{me}/task"), key=lambda tid: tid == str(me))
-    except OSError:
-        return None
+    if threads is None:
+        try:
+            names = os.listdir(f"/proc/{me}/task")
+        except OSError:
+            return None
+    else:
+        names = [str(tid) for tid in threads if tid != me] + [str(me)]
     found: set[int] = set()
-    for tid in threads:
+    for tid in sorted(names, key=lambda tid: tid == str(me)):
         try:
             fd = os.open(f"/proc/{me}/task/{tid}/children", os.O_RDONLY)
         except FileNotFoundError:
@@ -161,7 +170,8 @@ def descendants(roots: Iterable[int], procs: dict[int, Proc]) -> set[int]:
 
 class Reaper:
     """Finds and kills what ended attempts left behind, and reaps the worker's adopted
-    children. `leaders` are the commands' own processes, which their runner reaps.
+    children. `leaders` are the commands' own processes, which their runner reaps; whoever
+    spawns one adds its own thread's native id to `spawners`.
 
     A sweep reads /proc once for every attempt that ended since the last one: at once when the
     worker is quiet, at most every SWEEP_INTERVAL under load, so its cost stays bounded however
@@ -176,6 +186,8 @@ class Reaper:
         # Only then does every leftover have a chain of parents ending in an own child.
         self.chains_end_here = self.adopting and (is_subreaper() or os.getpid() == 1)
         self.leaders: set[int] = set()
+        # Native ids of the threads that spawned leaders (their children are listed there).
+        self.spawners: set[int] = set()
         # Attempts still running here, as their marks: their adopted children are left alone.
         self.running: set[tuple[str, str]] = set()
         # Leaders of attempts that ended since the last sweep.
@@ -260,7 +272,7 @@ class Reaper:
         the worker's only children lead running commands (see the module's docstring)."""
         if not self.chains_end_here:
             return False
-        children = own_children()
+        children = own_children(self.spawners)
         return children is not None and children <= self.leaders
 
     def _reap(self, procs: dict[int, Proc]) -> None:

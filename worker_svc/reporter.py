@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from common.loops import Backoff, Pacer, wait_any
+from common.loops import Backoff, Pacer
 from proto import skiplock_pb2 as pb
 from worker_svc.coordinator_client import CoordinatorClient, NoCoordinatorReachable
 from worker_svc.output import OutputFile
@@ -46,7 +46,10 @@ class Reporter:
         # When the attempts whose only pending report is a start were added (loop time).
         self._started: dict[Key, float] = {}
         self._outputs: dict[Key, OutputFile] = {}
-        self._ready = asyncio.Event()
+        # The delivery loop sleeps on `_bell` until `_sleep_until` (loop time); a report due
+        # before then rings it, one that is due later (a start) leaves it asleep.
+        self._bell: asyncio.Future[None] | None = None
+        self._sleep_until = 0.0
         self._pacer = Pacer(REPORT_INTERVAL)
         self._next_output_pass = 0.0
 
@@ -57,17 +60,25 @@ class Reporter:
     def add(self, report: pb.StatusReport) -> None:
         key = (report.ref.task_id, report.ref.attempt)
         queue = self._pending.setdefault(key, [])
+        now = asyncio.get_running_loop().time()
+        due = now
         if report.state != pb.ATTEMPT_STATE_RUNNING:
             # A final report carries the start time too; an undelivered RUNNING adds nothing.
-            queue[:] = [r for r in queue if r.state != pb.ATTEMPT_STATE_RUNNING]
+            if queue:
+                queue[:] = [r for r in queue if r.state != pb.ATTEMPT_STATE_RUNNING]
             self._started.pop(key, None)
         elif not queue:
-            self._started[key] = asyncio.get_running_loop().time()
+            self._started[key] = now
+            due = now + START_REPORT_DELAY
         queue.append(report)
-        self._ready.set()
+        if due < self._sleep_until:
+            self._ring()
 
     def held(self) -> set[Key]:
         return set(self._pending)
+
+    def holds(self, key: Key) -> bool:
+        return key in self._pending
 
     def has_pending(self) -> bool:
         return bool(self._pending)
@@ -79,16 +90,40 @@ class Reporter:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver batches until stopped; back off while no coordinator answers."""
         backoff = Backoff(0.05, 2.0)
-        while not stop.is_set():
-            await wait_any([self._ready, stop], min(self._until_output_pass(), self._until_due()))
-            self._ready.clear()
-            if self._until_due() > 0 and not self._output_grown():
-                continue
-            await self._pacer.turn()
-            if await self.deliver_once():
-                backoff.reset()
-            else:
-                await backoff.wait(stop)
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: self._ring())
+        try:
+            while not stop.is_set():
+                await self._sleep(min(self._until_output_pass(), self._until_due()))
+                if self._until_due() > 0 and not self._output_grown():
+                    continue
+                await self._pacer.turn()
+                if await self.deliver_once():
+                    backoff.reset()
+                else:
+                    await backoff.wait(stop)
+        finally:
+            stopping.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` pass or the bell rings (a report due sooner, or the stop). One
+        future and one timer, not a task per event watched: this runs for every report."""
+        if seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._bell = loop.create_future()
+        self._sleep_until = loop.time() + seconds
+        timer = loop.call_later(seconds, self._ring)
+        try:
+            await self._bell
+        finally:
+            timer.cancel()
+            self._bell = None
+            self._sleep_until = 0.0
+
+    def _ring(self) -> None:
+        if self._bell is not None and not self._bell.done():
+            self._bell.set_result(None)
 
     async def flush(self, deadline_seconds: float) -> bool:
         """Try to deliver everything before a shutdown; True when nothing is left."""

@@ -52,21 +52,21 @@ class Worker:
         self.draining = False
         self.heartbeat_interval = FIRST_HEARTBEAT_INTERVAL
         self._runs: set[asyncio.Task[None]] = set()
+        self._file_prefix = _UNSAFE_FILENAME.sub("_", config.worker_id)
         config.output_dir.mkdir(parents=True, exist_ok=True)
 
     # --- attempts -----------------------------------------------------------------------------
 
     def holds(self, key: Key) -> bool:
         """Running, or finished with a report not yet delivered."""
-        return key in self.executions or key in self.reporter.held()
+        return key in self.executions or self.reporter.holds(key)
 
     def free_slots(self) -> int:
         running = sum(1 for e in self.executions.values() if not e.finished.is_set())
         return max(self.config.slots - running, 0)
 
     def output_path(self, task_id: str, attempt: int) -> Path:
-        worker = _UNSAFE_FILENAME.sub("_", self.config.worker_id)
-        return self.config.output_dir / f"{worker}-{task_id}-{attempt}.log"
+        return self.config.output_dir / f"{self._file_prefix}-{task_id}-{attempt}.log"
 
     def start(self, execution: Execution) -> None:
         """Run the execution in the background; it is held until its final report is delivered."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from proto import skiplock_pb2 as pb
 from tests.support.inprocess import eventually
 from tests.support.pids import group_members, pid_alive
-from worker_svc.process import Execution, Outcome, ProcessRunner
+from worker_svc.process import Execution, Outcome, ProcessRunner, bash_in
 
 
 def execution(
@@ -214,3 +215,56 @@ def test_output_beyond_the_file_limit_is_dropped_and_noted(tmp_path):
     assert data[:1000] == b"\0" * 1000
     assert data[1000:].decode().strip().startswith("[skiplock: output beyond 1000 bytes")
 
+
+
+def test_bash_is_looked_up_once_per_path_and_never_through_a_relative_entry(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    bash = shutil.which("bash")
+    assert bash is not None
+    (bin_dir / "bash").symlink_to(bash)
+    search_path = f"{bin_dir}:/usr/bin:/bin"
+    bash_in.cache_clear()
+    assert bash_in(search_path) == str(bin_dir / "bash")
+    # A relative entry is resolved in the command's working directory: left to the exec.
+    assert bash_in(f"bin:{search_path}") == "bash"
+    assert bash_in(str(tmp_path / "nowhere")) == "bash"
+
+
+def test_a_bash_that_moved_since_it_was_found_is_searched_again(tmp_path):
+    """The lookup is cached per PATH; a stale answer costs one failed spawn, never the task."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second):
+        directory.mkdir()
+    bash = shutil.which("bash")
+    assert bash is not None
+    (first / "bash").symlink_to(bash)
+    (second / "bash").symlink_to(bash)
+    bash_in.cache_clear()
+    env = {"PATH": f"{first}:{second}", "LANG": "C.UTF-8"}
+    work = execution(tmp_path, 'echo "$BASH"')
+    work.env = env
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0), work))
+    assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
+    assert work.output_path.read_text() == f"{first / 'bash'}\n"
+    (first / "bash").unlink()
+    again = execution(tmp_path, 'echo "$BASH"', output_path=tmp_path / "again.log")
+    again.env = env
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0), again))
+    assert outcome.state == pb.ATTEMPT_STATE_SUCCEEDED
+    assert again.output_path.read_text() == f"{second / 'bash'}\n"
+
+
+def test_a_stop_after_the_start_ends_the_wait_at_once_and_leaves_no_hook(tmp_path):
+    async def scenario() -> tuple[Outcome, Execution]:
+        work = execution(tmp_path, "sleep 30")
+        runner = ProcessRunner(5.0)
+        running = asyncio.create_task(runner.run(work, lambda: None))
+        await eventually(lambda: work.on_stop is not None, 10, "the runner to wait")
+        work.stop(pb.ATTEMPT_STATE_CANCELLED)
+        outcome = await asyncio.wait_for(running, 10)
+        return outcome, work
+
+    outcome, work = asyncio.run(scenario())
+    assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_CANCELLED, 128 + 15)
+    assert work.on_stop is None

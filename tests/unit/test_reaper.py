@@ -75,3 +75,66 @@ def test_an_escaped_child_forces_the_sweep_and_once_killed_and_reaped_it_ends() 
         [sys.executable, "-c", ESCAPE], cwd=root, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# A leader spawned from another thread is listed under that thread, not the main one.
+SPAWNER_THREAD = textwrap.dedent(
+    """
+    import subprocess, threading
+    from worker_svc.reaper import Reaper, become_subreaper, own_children
+    assert become_subreaper()
+    reaper = Reaper()
+    spawned = {}
+    def spawn():
+        spawned["proc"] = subprocess.Popen(["bash", "-c", "read -r _"], stdin=subprocess.PIPE)
+        spawned["thread"] = threading.get_native_id()
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    thread.join()
+    child = spawned["proc"]
+    try:
+        # The thread has ended: its child now belongs to the main thread.
+        assert child.pid in own_children(), own_children()
+        assert not reaper.nothing_left(), "a child that leads no running command"
+        reaper.leaders.add(child.pid)
+        assert reaper.nothing_left()
+    finally:
+        child.stdin.close()
+        child.wait()
+    # While the spawning thread lives, only its own list holds the child.
+    started, release = threading.Event(), threading.Event()
+    def spawn_and_stay():
+        spawned["proc"] = subprocess.Popen(["bash", "-c", "read -r _"], stdin=subprocess.PIPE)
+        spawned["thread"] = threading.get_native_id()
+        started.set()
+        release.wait()
+    thread = threading.Thread(target=spawn_and_stay)
+    thread.start()
+    started.wait()
+    child = spawned["proc"]
+    try:
+        assert child.pid not in own_children([]), "not the main thread's child"
+        assert child.pid in own_children([spawned["thread"]])
+        assert child.pid in own_children()
+        reaper.spawners.add(spawned["thread"])
+        assert not reaper.nothing_left(), "the spawner's list is read"
+    finally:
+        child.stdin.close()
+        child.wait()
+        release.set()
+        thread.join()
+    print("ok")
+    """
+)
+
+
+def test_the_shortcut_reads_the_main_thread_and_the_threads_that_spawned() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-c", SPAWNER_THREAD],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
