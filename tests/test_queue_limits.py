@@ -4,7 +4,8 @@ Against the store: the claim takes no more than a limited queue has room for, al
 concurrency keys, pauses and a lowered limit; the queue's running count stays exact while a
 limit is set as attempts are claimed and ended by concurrent claimers (prepared and unprepared
 statements). On a real cluster: two coordinators racing over one limited queue never run more
-than the limit, measured by the commands themselves. Through the HTTP API: set, shown, cleared,
+than the limit, measured by the commands themselves, and a limit lowered below what runs lets
+it finish and starts the rest one at a time. Through the HTTP API: set, shown, cleared,
 and bad input refused with nothing written.
 """
 
@@ -332,6 +333,58 @@ def test_two_coordinators_never_run_more_of_a_limited_queue_than_its_limit(
     assert (view["max_running"], view["running"]) == (3, 0)
     with psycopg.connect(cluster.database_url) as conn:
         assert counter(conn, "reports") == (3, 0)  # every claim counted, every end released
+
+
+def test_a_lowered_limit_lets_running_tasks_finish_and_starts_none_until_under_it(
+    cluster_factory, tmp_path: Path
+):
+    cluster = cluster_factory(workers=0, coordinators=2)
+    for name in ("w1", "w2"):
+        cluster.start_worker(name, slots=4, extra_args=["--queues=batch"])
+    assert cluster.http.put("/queues/batch/limit", json={"max_running": 4}).status_code == 200
+    running, release, starts = tmp_path / "running", tmp_path / "release", tmp_path / "starts"
+    running.mkdir()
+    # Held until `release` exists; the later ones note how many run as they start.
+    held = f"until [ -e {release} ]; do sleep 0.05; done"
+    counted = (
+        f"touch {running}/$SKIPLOCK_TASK_ID; ls {running} | wc -l >> {starts}; sleep 0.2; "
+        f"rm {running}/$SKIPLOCK_TASK_ID"
+    )
+
+    def queue() -> dict[str, Any]:
+        listed = cluster.http.get("/queues").json()["queues"]
+        found: dict[str, Any] = {q["name"]: q for q in listed}["batch"]
+        return found
+
+    first = cluster.http.post(
+        "/tasks/batch", json={"tasks": [{"command": held, "queue": "batch"}] * 4}
+    )
+    assert first.status_code == 201, first.text
+    wait_for(lambda: queue()["running"] == 4, timeout=30, message="4 tasks running")
+    lowered = cluster.http.put("/queues/batch/limit", json={"max_running": 1})
+    assert (lowered.json()["max_running"], lowered.json()["running"]) == (1, 4)
+    later = cluster.http.post(
+        "/tasks/batch", json={"tasks": [{"command": counted, "queue": "batch"}] * 4}
+    ).json()["task_ids"]
+    wait_for(
+        lambda: (
+            cluster.http.get(f"/tasks/{later[0]}").json()["waiting_for"]
+            == "queue batch is at its limit of 1 running"
+        ),
+        timeout=30,
+        message="a later task waiting for the limit",
+    )
+    time.sleep(1.0)  # room for a wrong start: none may come while 4 run over a limit of 1
+    assert not starts.exists() and queue()["running"] == 4
+    release.touch()
+
+    def all_succeeded() -> bool:
+        ids = first.json()["task_ids"] + later
+        return all(cluster.http.get(f"/tasks/{i}").json()["status"] == "succeeded" for i in ids)
+
+    wait_for(all_succeeded, timeout=60, message="every task succeeded")
+    assert [int(n) for n in starts.read_text().split()] == [1, 1, 1, 1]  # one at a time
+    assert (queue()["max_running"], queue()["running"]) == (1, 0)
 
 
 # --- the HTTP API -----------------------------------------------------------------------------
