@@ -71,6 +71,8 @@ class ModeResult:
     # Commits and rollbacks in the benchmark's database (each autocommit statement is one).
     transactions_per_task: float = 0.0
     core_share: dict[str, float] = field(default_factory=dict)
+    # The start delay split at the claim, from the database's own times (see DELAY_STAGES).
+    delay_stages_ms: dict[str, float] | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -253,6 +255,30 @@ def transactions(admin_url: str, dbname: str) -> int:
     return int(row[0]) if row else 0
 
 
+# Where the start delay goes, split at the claim statement, p50 and p99 in ms: submit -> claim
+# (scheduled_at, the insert's statement time, to the claim's statement time: commit, NOTIFY,
+# wake-up) and claim -> start (the claim statement, the hand-over call and the worker's spawn,
+# to started_at, the worker's clock on the same host). First attempts only.
+DELAY_STAGES = """
+SELECT 1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.to_claim)),
+       1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.to_claim)),
+       1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.to_start)),
+       1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.to_start))
+FROM (SELECT a.picked_at - t.scheduled_at AS to_claim, a.started_at - a.picked_at AS to_start
+      FROM tasks t JOIN attempts a ON a.task_id = t.id AND a.attempt = 1
+      WHERE a.started_at IS NOT NULL) d
+"""
+
+
+def delay_stages(url: str) -> dict[str, float] | None:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute(DELAY_STAGES).fetchone()
+    if row is None or row[0] is None:
+        return None
+    keys = ("to_claim_p50", "to_claim_p99", "claim_to_start_p50", "claim_to_start_p99")
+    return {k: float(v) for k, v in zip(keys, row, strict=True)}
+
+
 def run_mode(mode: str, admin_url: str, args: argparse.Namespace, log_dir: Path) -> ModeResult:
     """One mode on a fresh database."""
     with databases.throwaway_database(admin_url, "skiplock_bench_", migrate=migrate) as url:
@@ -277,6 +303,7 @@ def measure_mode(mode: str, url: str, admin_url: str, args: argparse.Namespace,
         accounts.close()
         time.sleep(STATS_SETTLE_S)
         xacts = transactions(admin_url, str(dbname)) - xacts
+        stages = delay_stages(url) if mode in ("delay", "steady") else None
     finally:
         cluster.stop()
     delay = figures.get("start_delay_ms")
@@ -290,6 +317,7 @@ def measure_mode(mode: str, url: str, admin_url: str, args: argparse.Namespace,
         cpu_ms_per_task={k: v * 1000 / count for k, v in accounts.spent.items()},
         core_share={k: v / accounts.wall for k, v in accounts.spent.items()},
         transactions_per_task=xacts / count,
+        delay_stages_ms=stages,
     )
 
 
@@ -323,6 +351,12 @@ def report(ceiling: float, results: list[ModeResult], args: argparse.Namespace) 
             d = r.start_delay_ms
             print(f"  start delay p50 / p99 / max: {d['p50']:.1f} / {d['p99']:.1f} / "
                   f"{d['max']:.1f} ms")
+        if r.delay_stages_ms:
+            g = r.delay_stages_ms
+            print(f"    submit -> claim p50 / p99: {g['to_claim_p50']:.1f} / "
+                  f"{g['to_claim_p99']:.1f} ms; claim -> start: {g['claim_to_start_p50']:.1f} / "
+                  f"{g['claim_to_start_p99']:.1f} ms (database times: scheduled_at, the "
+                  f"claim's picked_at, started_at)")
         print(f"  {'component':<38} {'CPU ms/task':>11} {'core share':>10}")
         for name, ms in r.cpu_ms_per_task.items():
             print(f"  {name:<38} {ms:>11.2f} {r.core_share[name]:>10.3f}")

@@ -32,3 +32,9 @@ def test_make_bench_tiny_prints_every_component(tmp_path: Path) -> None:
         assert mode["cpu_ms_per_task"]["postgres (backends of the database)"] > 0
         assert mode["cpu_ms_per_task"]["coordinator-1"] > 0
         assert mode["start_delay_ms"]["p50"] >= 0
+        if mode["mode"] in ("delay", "steady"):
+            stages = mode["delay_stages_ms"]
+            assert set(stages) == {"to_claim_p50", "to_claim_p99", "claim_to_start_p50",
+                                   "claim_to_start_p99"}
+            # Never early: nothing is claimed before it is due, nor started before its claim.
+            assert stages["to_claim_p50"] >= 0 and stages["claim_to_start_p50"] >= 0
