@@ -186,7 +186,7 @@ COPY_TASKS = f"COPY tasks ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 WAKE_DISPATCHERS = _WAKE
 
 
-def _copy_row(task_id: UUID, task: NewTask, now: datetime) -> tuple[object, ...]:
+def _copy_row(task_id: UUID | str, task: NewTask, now: datetime) -> tuple[object, ...]:
     """A task as a row of COPY_COLUMNS; due at `now` plus its delay unless it names a time."""
     at = task.scheduled_at
     if at is None:
@@ -205,11 +205,13 @@ def _json_object(value: dict[str, str]) -> str:
     return json.dumps(value) if value else "{}"
 
 
-async def copy_task_batch(conn: Conn, new: Iterable[tuple[UUID, NewTask]], now: datetime) -> None:
-    """Write new tasks in bulk, tasks without scheduled_at due `now` (transaction_now) plus
-    their delay, and wake the dispatchers on commit. Every idempotency key given must be free:
-    one taken (by a transaction that committed meanwhile, too) fails the whole statement with
-    UniqueViolation on tasks_idempotency_key_key."""
+async def copy_task_batch(
+    conn: Conn, new: Iterable[tuple[UUID | str, NewTask]], now: datetime
+) -> None:
+    """Write new tasks in bulk (an id may be a UUID or its text), tasks without scheduled_at
+    due `now` (transaction_now) plus their delay, and wake the dispatchers on commit. Every
+    idempotency key given must be free: one taken (by a transaction that committed meanwhile,
+    too) fails the whole statement with UniqueViolation on tasks_idempotency_key_key."""
     async with conn.cursor().copy(COPY_TASKS) as copy:
         for task_id, task in new:
             await copy.write_row(_copy_row(task_id, task, now))

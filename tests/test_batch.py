@@ -215,8 +215,12 @@ def test_a_key_taken_while_the_batch_is_written_gives_the_earlier_task(http, api
     assert count_tasks(api) == before + 2
 
 
-def test_new_ids_are_distinct_version_4_uuids():
-    ids = new_ids(1000)
-    assert len(ids) == len(set(ids)) == 1000
+def test_new_ids_are_distinct_version_4_uuids_in_text_form():
+    texts = new_ids(1000)
+    ids = [uuid.UUID(text) for text in texts]
+    assert [str(task_id) for task_id in ids] == texts
+    assert len(set(ids)) == 1000
     assert {task_id.version for task_id in ids} == {4}
     assert {task_id.variant for task_id in ids} == {uuid.RFC_4122}
+    # every digit of the variant group occurs: its two free bits are random
+    assert {text[19] for text in texts} == set("89ab")

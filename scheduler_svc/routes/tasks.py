@@ -241,16 +241,16 @@ async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) ->
     await backlog.admit(adding)
     keyed = [i for i, item in enumerate(items) if item.idempotency_key is not None]
     # Keyed tasks are made first, to be compared with those made earlier under their keys.
-    made: list[tuple[uuid.UUID, NewTask]] = []
+    made: list[tuple[str, NewTask]] = []
     if keyed:
         made = [(task_id, new_task(item, item.idempotency_key))
                 for task_id, item in zip(new_ids(len(items)), items, strict=True)]  # fmt: skip
 
-    async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[uuid.UUID], int]:
+    async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[str], int]:
         await lock_named_tasks(conn, afters, ["tasks"])
         now = await tasks.transaction_now(conn)
         if not keyed:
-            ids: list[uuid.UUID] = []
+            ids: list[str] = []
             await tasks.copy_task_batch(conn, made_while_written(items, ids), now)
             await add_batch_dependencies(conn, ids, afters, set(ids))
             return ids, len(ids)
@@ -264,13 +264,11 @@ async def submit_batch(body: BatchRequest, pool: Pool, backlog: BacklogGuard) ->
     if created:
         backlog.accepted(adding)
         telemetry.accepted_batch(len(items), created)
-    answer = {"task_ids": [str(task_id) for task_id in ids], "created": created}
+    answer = {"task_ids": ids, "created": created}
     return JSONResponse(answer, status_code=201 if created else 200)
 
 
-def made_while_written(
-    items: list[BatchTask], ids: list[uuid.UUID]
-) -> Iterator[tuple[uuid.UUID, NewTask]]:
+def made_while_written(items: list[BatchTask], ids: list[str]) -> Iterator[tuple[str, NewTask]]:
     """Each item as a new task with a new id (added to `ids`), made as COPY takes it: the
     database writes the rows sent before while the next ones are made."""
     for item, task_id in zip(items, new_ids(len(items)), strict=True):
@@ -278,11 +276,20 @@ def made_while_written(
         yield task_id, new_task(item, None)
 
 
-def new_ids(count: int) -> list[uuid.UUID]:
-    """`count` random (version 4) UUIDs from one read of the system's random source, not one
-    read each as uuid4() does."""
-    random = os.urandom(16 * count)
-    return [uuid.UUID(bytes=random[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+def new_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs in their text form, from one read of the system's
+    random source: uuid4() reads it once per id, and a UUID object costs more to make, to
+    write and to print than its text."""
+    digits = os.urandom(16 * count).hex()
+    return [
+        f"{digits[i : i + 8]}-{digits[i + 8 : i + 12]}-4{digits[i + 13 : i + 16]}-"
+        f"{UUID_VARIANT[digits[i + 16]]}{digits[i + 17 : i + 20]}-{digits[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
+
+
+# The first digit of a UUID's fourth group says its variant: 8, 9, a or b for RFC 4122.
+UUID_VARIANT = {digit: "89ab"[int(digit, 16) % 4] for digit in "0123456789abcdef"}
 
 
 # Times a batch is written again when another request took one of its idempotency keys
@@ -342,22 +349,22 @@ def find_cycle(graph: dict[int, set[int]]) -> list[int]:
 
 async def add_batch_dependencies(
     conn: psycopg.AsyncConnection[Any],
-    ids: list[uuid.UUID],
+    ids: list[str],
     afters: Sequence[Sequence[uuid.UUID | int]],
-    created: set[uuid.UUID],
+    created: set[str],
 ) -> None:
     """The edges of the batch's created tasks (`ids` in item order; a replayed task keeps
     those it was made with), batch indexes resolved to ids; a replayed task named by index is
     locked first."""
     edges = [
-        (ids[n], d if isinstance(d, uuid.UUID) else ids[d])
+        (uuid.UUID(ids[n]), d if isinstance(d, uuid.UUID) else uuid.UUID(ids[d]))
         for n, after in enumerate(afters)
-        if ids[n] in created
+        if after and ids[n] in created
         for d in after
     ]
     if not edges:
         return
-    replayed = sorted({d for _, d in edges} - created)
+    replayed = sorted({d for _, d in edges} - {uuid.UUID(task_id) for task_id in created})
     await dependencies.lock_tasks(conn, replayed)
     await dependencies.add_dependencies(conn, edges)
 
@@ -382,8 +389,8 @@ def repeated_keys(items: list[BatchTask]) -> list[dict[str, Any]]:
 
 
 async def resolve_replays(
-    conn: psycopg.AsyncConnection[Any], new: list[tuple[uuid.UUID, NewTask]], keyed: list[int]
-) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, NewTask]]]:
+    conn: psycopg.AsyncConnection[Any], new: list[tuple[str, NewTask]], keyed: list[int]
+) -> tuple[list[str], list[tuple[str, NewTask]]]:
     """The id of every item (the earlier task's for a key already used) and the items still to
     write; refuse the whole batch (409) when a key was used for a different task."""
     keys = [str(new[i][1].idempotency_key) for i in keyed]
@@ -397,7 +404,12 @@ async def resolve_replays(
             409,
             f"tasks {changed[:20]}: idempotency_key was already used with a different task body",
         )
-    ids = [earlier.get(task.idempotency_key or "", (task_id, ""))[0] for task_id, task in new]
+    ids = [
+        str(earlier[task.idempotency_key][0])
+        if task.idempotency_key is not None and task.idempotency_key in earlier
+        else task_id
+        for task_id, task in new
+    ]
     fresh = [(task_id, task) for task_id, task in new if task.idempotency_key not in earlier]
     return ids, fresh
 
