@@ -94,6 +94,8 @@ class OutputPump:
         self.limit = limit
         self.written = 0
         self.dropped = 0
+        # True once the pipe has been read to its end and left the event loop.
+        self.drained = False
         os.set_blocking(pipe_fd, False)
         asyncio.get_running_loop().add_reader(pipe_fd, self._pump)
 
@@ -107,6 +109,7 @@ class OutputPump:
             data = b""
         if not data:
             asyncio.get_running_loop().remove_reader(self.pipe_fd)
+            self.drained = True
             return False
         keep = len(data) if not self.limit else max(min(len(data), self.limit - self.written), 0)
         if keep:
@@ -122,10 +125,11 @@ class OutputPump:
 
     def finish(self) -> str:
         """Move what is left in the pipe and close it; returns a note when output was cut."""
-        while self._pump():
+        while not self.drained and self._pump():
             pass
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(self.pipe_fd)
+        if not self.drained:  # what the command left behind still holds the pipe open
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.pipe_fd)
         note = ""
         if self.dropped:
             note = (

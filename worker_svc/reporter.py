@@ -19,10 +19,11 @@ MAX_BATCH = 500
 # At most one delivery per this many seconds: a command that ends within it is reported once
 # (start and end together), and reports of busy slots travel in one call.
 REPORT_INTERVAL = 0.005
-# A start is reported no sooner than this after it happened, unless a delivery goes anyway: a
-# command that ends within it is reported once, its final report carrying its start, which
-# saves a call and a database write per short command. The database says "dispatched" that
-# much longer; when it started comes from the worker's clock either way.
+# A start is reported no sooner than this after it happened: a command that ends within it is
+# reported once, its final report carrying its start, which saves a database write per short
+# command. Deliveries of other attempts' reports meanwhile leave it out (a shutdown's flush
+# takes it early). The database says "dispatched" that much longer; when it started comes from
+# the worker's clock either way.
 START_REPORT_DELAY = 0.05
 # Output of running attempts is shipped at most this often (a follower reads it about this far
 # behind); an attempt's last output always travels with its final report.
@@ -98,7 +99,7 @@ class Reporter:
                 if self._until_due() > 0 and not self._output_grown():
                     continue
                 await self._pacer.turn()
-                if await self.deliver_once():
+                if await self.deliver_once(early_starts=False):
                     backoff.reset()
                 else:
                     await backoff.wait(stop)
@@ -134,8 +135,10 @@ class Reporter:
                 await asyncio.sleep(0.2)
         return not self._pending
 
-    async def deliver_once(self) -> bool:
-        batch, deltas = self._next_batch()
+    async def deliver_once(self, early_starts: bool = True) -> bool:
+        """Send what is pending in one call; False when no coordinator took it. `early_starts`
+        False keeps back the starts not yet due (START_REPORT_DELAY), as the loop does."""
+        batch, deltas = self._next_batch(early_starts)
         if not batch and not deltas:
             return True
         request = pb.ReportStatusRequest(reports=batch, outputs=deltas)
@@ -154,13 +157,19 @@ class Reporter:
             self._on_stale((ref.task_id, ref.attempt))
         return True
 
-    def _next_batch(self) -> tuple[list[pb.StatusReport], list[pb.OutputDelta]]:
+    def _next_batch(
+        self, early_starts: bool = True
+    ) -> tuple[list[pb.StatusReport], list[pb.OutputDelta]]:
         """Reports in order, each attempt's with its output when final (or when the output of
-        running attempts is due), up to the batch and byte limits."""
+        running attempts is due), up to the batch and byte limits; without `early_starts`,
+        not the starts that are not due yet (nor their output: it follows its start)."""
         now = asyncio.get_running_loop().time()
         outputs_due = now >= self._next_output_pass
         if outputs_due:
             self._next_output_pass = now + OUTPUT_INTERVAL
+        kept_back: set[Key] = set()
+        if not early_starts:
+            kept_back = {k for k, at in self._started.items() if at + START_REPORT_DELAY > now}
         batch: list[pb.StatusReport] = []
         deltas: list[pb.OutputDelta] = []
         budget = OUTPUT_BYTES_PER_DELIVERY
@@ -176,6 +185,8 @@ class Reporter:
         for key, reports in self._pending.items():
             if len(batch) >= MAX_BATCH or budget <= 0:
                 break
+            if key in kept_back:
+                continue
             batch.extend(reports)
             if outputs_due or reports[-1].state != pb.ATTEMPT_STATE_RUNNING:
                 add_output(key)

@@ -22,6 +22,7 @@ from proto.timestamps import to_timestamp
 from store import outputs, schedules, tasks
 from tests.support.coordination import claim_for, serving_coordinator
 from tests.support.inprocess import Recorder, eventually, refusing_address
+from worker_svc import reporter as reporter_module
 from worker_svc.coordinator_client import CoordinatorClient
 from worker_svc.output import OutputFile
 from worker_svc.reporter import Key, Reporter
@@ -259,3 +260,31 @@ def open_files() -> set[str]:
         with contextlib.suppress(FileNotFoundError):  # the descriptor listdir itself used
             targets.add(os.readlink(f"/proc/self/fd/{fd}"))
     return targets
+
+
+def test_the_loop_delivers_a_final_report_without_the_starts_that_are_not_due(
+    database_url, monkeypatch
+):
+    """A start waits START_REPORT_DELAY even when another attempt's end goes now, so that a
+    command ending within it is reported once; a shutdown's flush still takes it at once."""
+    monkeypatch.setattr(reporter_module, "START_REPORT_DELAY", 3600.0)
+
+    async def scenario() -> None:
+        async with reporting(database_url) as setup:
+            ended, running = unknown_attempt(), unknown_attempt()
+            stop = asyncio.Event()
+            loop = asyncio.create_task(setup.reporter.run(stop))
+            try:
+                setup.reporter.add(report(running, pb.ATTEMPT_STATE_RUNNING))
+                setup.reporter.add(report(ended, pb.ATTEMPT_STATE_RUNNING))
+                setup.reporter.add(report(ended, pb.ATTEMPT_STATE_SUCCEEDED))
+                await eventually(lambda: ended not in setup.reporter.held(), 15, "a delivery")
+                assert setup.sent() == [[(ended, pb.ATTEMPT_STATE_SUCCEEDED)]]
+                assert setup.reporter.held() == {running}
+            finally:
+                stop.set()
+                await loop
+            assert await setup.reporter.flush(10.0)
+            assert setup.sent()[1:] == [[(running, pb.ATTEMPT_STATE_RUNNING)]]
+
+    asyncio.run(scenario())
