@@ -74,6 +74,23 @@ def test_submit_prints_the_apis_status_view_as_json(module_cluster: Cluster, url
     assert detail["status"] == "succeeded" and len(detail["attempts"]) == 1
 
 
+def test_submit_after_waits_for_the_tasks_named(module_cluster: Cluster, url: str) -> None:
+    first = cli_json("submit", "--in", "1h", "true", url=url)
+    second = cli_json("submit", "--in", "1h", "true", url=url)
+    result = run_cli(
+        "submit", "--after", first["task_id"], "--after", second["task_id"], "true", url=url
+    )
+    assert result.returncode == 0, describe(result)
+    assert "waiting" in result.stdout, describe(result)
+    waiting = cli_json("submit", "--after", first["task_id"], "true", url=url)
+    assert task(module_cluster, waiting["task_id"])["after"] == [first["task_id"]]
+    run_cli("cancel", first["task_id"], url=url)
+    assert task(module_cluster, waiting["task_id"])["last_reason"] == "dependency_failed"
+    run_cli("cancel", second["task_id"], url=url)
+    unknown = run_cli("submit", "--after", str(uuid.uuid4()), "true", url=url)
+    assert unknown.returncode != 0 and "no task with id" in unknown.stderr, describe(unknown)
+
+
 def test_submit_batch_sends_a_json_lines_file(
     module_cluster: Cluster, url: str, tmp_path: Path
 ) -> None:
