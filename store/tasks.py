@@ -186,11 +186,18 @@ COPY_TASKS = f"COPY tasks ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 WAKE_DISPATCHERS = _WAKE
 
 
-def _copy_row(task_id: UUID | str, task: NewTask, now: datetime) -> tuple[object, ...]:
-    """A task as a row of COPY_COLUMNS; due at `now` plus its delay unless it names a time."""
-    at = task.scheduled_at
-    if at is None:
-        at = now + timedelta(seconds=task.delay_seconds) if task.delay_seconds else now
+def _copy_row(
+    task_id: UUID | str, task: NewTask, now: datetime, now_text: str
+) -> tuple[object, ...]:
+    """A task as a row of COPY_COLUMNS; due at `now` plus its delay unless it names a time.
+    Times go as ISO 8601 text: most tasks are due `now`, whose text is made once per batch
+    (psycopg would format the same datetime twice for every row)."""
+    if task.scheduled_at is not None:
+        at = task.scheduled_at.isoformat()
+    elif task.delay_seconds:
+        at = (now + timedelta(seconds=task.delay_seconds)).isoformat()
+    else:
+        at = now_text
     return (
         task_id, task.command, at, at, task.max_retries, task.retry_backoff_seconds,
         task.timeout_seconds, task.idempotency_key, task.request_hash, task.priority,
@@ -212,9 +219,10 @@ async def copy_task_batch(
     due `now` (transaction_now) plus their delay, and wake the dispatchers on commit. Every
     idempotency key given must be free: one taken (by a transaction that committed meanwhile,
     too) fails the whole statement with UniqueViolation on tasks_idempotency_key_key."""
+    now_text = now.isoformat()
     async with conn.cursor().copy(COPY_TASKS) as copy:
         for task_id, task in new:
-            await copy.write_row(_copy_row(task_id, task, now))
+            await copy.write_row(_copy_row(task_id, task, now, now_text))
     await conn.execute(WAKE_DISPATCHERS)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -224,3 +225,19 @@ def test_new_ids_are_distinct_version_4_uuids_in_text_form():
     assert {task_id.variant for task_id in ids} == {uuid.RFC_4122}
     # every digit of the variant group occurs: its two free bits are random
     assert {text[19] for text in texts} == set("89ab")
+
+
+def test_times_keep_their_microseconds(http):
+    tasks: list[dict[str, Any]] = [
+        {"command": "echo at", "scheduled_at": "2030-01-02T03:04:05.123456+02:00"},
+        {"command": "echo in", "delay_seconds": 0.000001},
+        {"command": "echo now"},
+    ]
+    response = submit(http, tasks)
+    assert response.status_code == 201, response.text
+    details = [http.get(f"/tasks/{task_id}").json() for task_id in response.json()["task_ids"]]
+    assert details[0]["scheduled_at"] == "2030-01-02T01:04:05.123456Z"
+    assert details[0]["run_at"] == details[0]["scheduled_at"]
+    now = datetime.fromisoformat(details[2]["scheduled_at"])
+    assert datetime.fromisoformat(details[1]["scheduled_at"]) - now == timedelta(microseconds=1)
+    assert details[2]["run_at"] == details[2]["scheduled_at"]
