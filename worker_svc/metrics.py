@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
@@ -27,5 +28,12 @@ def watch_slots(slots: int, free_slots: Callable[[], int]) -> None:
 
 
 def finished(state: pb.AttemptState.ValueType) -> None:
-    name = pb.AttemptState.Name(state).removeprefix("ATTEMPT_STATE_").lower()
-    ATTEMPTS_FINISHED.labels(name).inc()
+    _finished_in(state).inc()
+
+
+@functools.cache
+def _finished_in(state: pb.AttemptState.ValueType) -> Counter:
+    """The counter of one final state, looked up once (this runs for every command)."""
+    return ATTEMPTS_FINISHED.labels(
+        pb.AttemptState.Name(state).removeprefix("ATTEMPT_STATE_").lower()
+    )
