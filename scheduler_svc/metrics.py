@@ -8,7 +8,10 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 SUBMITTED = Counter("skiplock_tasks_submitted", "Tasks accepted over the HTTP API")
-QUEUED = Gauge("skiplock_queue_tasks", "Tasks waiting to run, due now or later")
+QUEUED = Gauge("skiplock_queue_tasks", "Queued tasks, due now or later")
+WAITING = Gauge(
+    "skiplock_tasks_waiting", "Tasks waiting for the tasks in their after (not in the queue)"
+)
 DUE = Gauge("skiplock_queue_due_tasks", "Queued tasks that are due now (the backlog)")
 OLDEST_DUE_AGE = Gauge(
     "skiplock_queue_oldest_due_age_seconds", "How long the oldest due task has waited (0: none)"
@@ -26,6 +29,7 @@ SLOTS_BUSY = Gauge("skiplock_worker_slots_busy_total", "Slots of the live worker
 def set_gauges(row: dict[str, Any]) -> None:
     """Set the database gauges from one row of store.stats.gauges."""
     QUEUED.set(row["queued"])
+    WAITING.set(row["waiting"])
     DUE.set(row["due"])
     OLDEST_DUE_AGE.set(row["oldest_due_age"])
     for status in ("dispatched", "running"):
@@ -44,6 +48,7 @@ def unknown_gauges() -> None:
             key: nan
             for key in (
                 "queued",
+                "waiting",
                 "due",
                 "oldest_due_age",
                 "dispatched",

@@ -153,6 +153,8 @@ WITH queue AS (
            coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)
                ::float8 AS oldest_due_age
     FROM tasks WHERE status = 'queued'
+), blocked AS (
+    SELECT count(*) AS waiting FROM tasks WHERE status = 'waiting'
 ), open_attempts AS (
     SELECT count(*) FILTER (WHERE status = 'dispatched') AS dispatched,
            count(*) FILTER (WHERE status = 'running') AS running
@@ -165,12 +167,12 @@ WITH queue AS (
            coalesce(sum(open_attempts) FILTER (WHERE lost_at IS NULL), 0) AS busy
     FROM workers
 )
-SELECT * FROM queue, open_attempts, fleet
+SELECT * FROM queue, blocked, open_attempts, fleet
 """
 
 
 async def gauges(conn: Conn) -> dict[str, Any]:
-    """One row of GAUGES: queued, due, oldest_due_age (seconds, 0 when none is due),
+    """One row of GAUGES: queued, due, oldest_due_age (seconds, 0 when none is due), waiting,
     dispatched, running, live, lost, draining, slots and busy."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(GAUGES)

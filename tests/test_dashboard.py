@@ -159,6 +159,34 @@ def test_failed_task_is_retried_from_its_page(session: Session, cluster: Cluster
     wait_for(lambda: task_status(cluster, task_id) == "failed", 30, message="the retry to fail")
 
 
+def test_a_waiting_task_says_what_it_waits_for(
+    session: Session, cluster: Cluster, shots: Path
+) -> None:
+    first = submit_task(cluster, "true", delay_seconds=3600)
+    waiting = submit_task(cluster, "echo later", after=[first])
+    page = session.page
+    page.goto(f"/ui/tasks/{waiting}")
+    expect(page.get_by_role("status").filter(has_text="Waiting")).to_contain_text(
+        "1 of 1 tasks in after have not succeeded"
+    )
+    expect(page.get_by_role("link", name=first[:8])).to_be_visible()
+    screenshot(page, "task-waiting", shots)
+    page.goto("/ui/tasks")
+    page.get_by_role("navigation", name="Filter by status").get_by_role(
+        "link", name="waiting"
+    ).click()
+    expect(row_of(page, waiting[:8])).to_have_count(1, timeout=SEEN)
+    expect(row_of(page, first[:8])).to_have_count(0)
+    page.goto(f"/ui/tasks/{first}")
+    page.get_by_role("button", name="Cancel task").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel task").click()
+    page.goto(f"/ui/tasks/{waiting}")
+    expect(
+        page.get_by_text("Never ran: a task in its after failed or was cancelled.")
+    ).to_be_visible(timeout=SEEN)
+    expect(page.get_by_text("dependency_failed").first).to_be_visible()
+
+
 def test_schedule_from_the_form_and_its_ticks(
     session: Session, cluster: Cluster, shots: Path
 ) -> None:

@@ -225,4 +225,7 @@ def test_waiting_tasks_are_counted_apart_from_the_backlog(module_cluster: Cluste
     queues = {q["name"]: q for q in http.get("/queues").json()["queues"]}
     assert queues["deps-later"]["waiting"] == 1 and queues["deps-later"]["due"] == 0
     assert http.get("/stats").json()["tasks"]["waiting"] >= 1
+    metrics = http.get("/metrics").text
+    (gauge,) = [line for line in metrics.splitlines() if line.startswith("skiplock_tasks_waiting ")]
+    assert float(gauge.split()[1]) >= 1
     http.post(f"/tasks/{head['task_id']}/cancel")
