@@ -10,12 +10,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from store import dependencies, dispatch, tasks
+from store import dependencies, dispatch, retention, tasks
 from store.models import AttemptEnd
 from store.vocabulary import AttemptStatus, EndReason
 from tests.support.attempts import end_attempt
@@ -236,3 +237,48 @@ def insert_open(sync_conn: Db, task_id: uuid.UUID, after: uuid.UUID) -> None:
     assert {r[0] for r in cur.fetchall()} == existing
     sync_conn.execute(INSERT, ([task_id],))
     sync_conn.execute(dependencies.ADD_DEPENDENCIES, {"task_ids": [task_id], "depends_on": [after]})
+
+
+def test_a_dependency_lost_with_its_worker_ends_what_waits_on_it(
+    db: Db, database_url: str, worker: None
+) -> None:
+    """The coordinator's recovery path: the worker is declared lost and its attempt ends
+    worker_lost; with no retry left the task fails, and the trigger ends its dependents."""
+    a = new(db, database_url)
+    b = new(db, database_url, a)
+
+    async def lose() -> None:
+        async with await AConn.connect(database_url, autocommit=True) as conn:
+            claim = await dispatch.claim_for_free_slots(conn, 60.0, 0)
+            assert [c.task_id for c in claim.attempts] == [a]
+            await conn.execute("UPDATE workers SET last_heartbeat_at = now() - interval '1 hour'")
+            assert await dispatch.declare_lost_workers(conn, 3.0) == ["w1"]
+            (key,) = await dispatch.open_attempts_of_lost_workers(conn, 500)
+            end = AttemptEnd(key.task_id, key.attempt, AttemptStatus.FAILED, EndReason.WORKER_LOST)
+            await dispatch.end_attempts(conn, [end])
+
+    asyncio.run(lose())
+    assert state(db, a)[:2] == ("failed", "worker_lost")
+    assert state(db, b)[:2] == DEP_FAILED
+
+
+def test_retention_of_a_dependency_that_succeeded_leaves_the_count_alone(
+    db: Db, database_url: str, worker: None
+) -> None:
+    a, b = new(db, database_url), new(db, database_url)
+    db.execute("UPDATE tasks SET run_at = now() + interval '1 hour' WHERE id = %s", (b,))
+    d = new(db, database_url, a, b)
+    run(database_url, {a: AttemptStatus.SUCCEEDED})
+    assert state(db, d) == ("waiting", None, 1)
+
+    async def prune() -> int:
+        async with await AConn.connect(database_url, autocommit=True) as conn:
+            return await retention.prune_tasks(conn, datetime.now(UTC) + timedelta(hours=1), 100)
+
+    assert asyncio.run(prune()) == 1  # A, the only finished task
+    assert db.execute(
+        "SELECT depends_on FROM task_dependencies WHERE task_id = %s", (d,)
+    ).fetchall() == [(b,)]
+    db.execute("UPDATE tasks SET run_at = now() WHERE id = %s", (b,))
+    run(database_url, {b: AttemptStatus.SUCCEEDED})
+    assert state(db, d) == ("queued", None, 0)
