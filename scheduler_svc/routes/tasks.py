@@ -330,21 +330,68 @@ def batch_index_issues(afters: Sequence[Sequence[uuid.UUID | int]]) -> list[dict
                 issues.append(issue(["tasks", n, "after", i], msg))
             else:
                 graph.setdefault(n, set()).add(d)
-    while cycle := find_cycle(graph):
-        for n in cycle:
-            path = " -> ".join(str(i) for i in [*cycle, cycle[0]])
-            issues.append(issue(["tasks", n, "after"], f"tasks {path} form a cycle"))
-            graph.pop(n, None)
+    for members in cycles(graph):
+        shown = ", ".join(str(i) for i in members[:CYCLE_SHOWN])
+        more = f" and {len(members) - CYCLE_SHOWN} more" if len(members) > CYCLE_SHOWN else ""
+        msg = f"is on a cycle: tasks {shown}{more} wait on each other"
+        issues += [issue(["tasks", n, "after"], msg) for n in members]
     return issues
 
 
-def find_cycle(graph: dict[int, set[int]]) -> list[int]:
-    """The items of one cycle of `graph` (item -> items it waits on), or none."""
+# Items a cycle's message names at most (each item of the cycle gets the message).
+CYCLE_SHOWN = 10
+
+
+def cycles(graph: dict[int, set[int]]) -> list[list[int]]:
+    """The items on cycles of `graph` (item -> items it waits on): graphlib tells whether there
+    is one; then its strongly connected components of more than one item name them all
+    (Tarjan's algorithm, iterative, so a cycle of 10,000 items needs no deep recursion)."""
     try:
         graphlib.TopologicalSorter(graph).prepare()
-    except graphlib.CycleError as exc:
-        return list(dict.fromkeys(exc.args[1]))
-    return []
+        return []
+    except graphlib.CycleError:
+        pass
+    order: dict[int, int] = {}
+    low: dict[int, int] = {}
+    stack: list[int] = []
+    on_stack: set[int] = set()
+    found: list[list[int]] = []
+
+    def visit(node: int) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        on_stack.add(node)
+
+    for root in graph:
+        if root in order:
+            continue
+        visit(root)
+        walk = [(root, iter(graph.get(root, ())))]
+        while walk:
+            node, children = walk[-1]
+            for child in children:
+                if child not in order:
+                    visit(child)
+                    walk.append((child, iter(graph.get(child, ()))))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], order[child])
+            else:
+                walk.pop()
+                if walk:
+                    parent = walk[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == order[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
 
 
 async def add_batch_dependencies(
