@@ -282,3 +282,41 @@ def test_retention_of_a_dependency_that_succeeded_leaves_the_count_alone(
     db.execute("UPDATE tasks SET run_at = now() WHERE id = %s", (b,))
     run(database_url, {b: AttemptStatus.SUCCEEDED})
     assert state(db, d) == ("queued", None, 0)
+
+
+def test_two_dependencies_succeeding_at_once_release_their_dependent(
+    db: Db, database_url: str
+) -> None:
+    """Each ending decrements the dependent's count of unmet dependencies: the second waits for
+    the first's row lock, then counts down from the newest value, so none is lost."""
+    for worker_id, port in (("w1", 9001), ("w2", 9002)):
+        db.execute(
+            "INSERT INTO workers (id, address, slots, last_heartbeat_at) VALUES (%s, %s, 1, now())",
+            (worker_id, f"127.0.0.1:{port}"),
+        )
+    a, b = new(db, database_url), new(db, database_url)
+    d = new(db, database_url, a, b)
+
+    async def race() -> bool:
+        async with (
+            await AConn.connect(database_url, autocommit=True) as claimer,
+            await AConn.connect(database_url) as first,
+            await AConn.connect(database_url) as second,
+        ):
+            claim = await dispatch.claim_for_free_slots(claimer, 60.0, 0)
+            ends = {
+                c.task_id: AttemptEnd(c.task_id, c.attempt, AttemptStatus.SUCCEEDED, None)
+                for c in claim.attempts
+            }
+            assert set(ends) == {a, b} and len({c.worker_id for c in claim.attempts}) == 2
+            await dispatch.end_attempts(first, [ends[a]])  # D's row locked until commit
+            later = asyncio.create_task(dispatch.end_attempts(second, [ends[b]]))
+            await asyncio.sleep(0.5)
+            waited = not later.done()
+            await first.commit()
+            await later
+            await second.commit()
+            return waited
+
+    assert asyncio.run(race())  # the second ending did wait on the first
+    assert state(db, d) == ("queued", None, 0)
