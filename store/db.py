@@ -4,11 +4,14 @@ helpers every statement module (tasks, dispatch, schedules) shares."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 import psycopg
 from psycopg import AsyncConnection
@@ -125,3 +128,23 @@ async def fetch_all(conn: Conn, row: type[R], statement: str, params: Params) ->
 def unnest_arrays(items: Sequence[Any], **columns: str) -> dict[str, list[Any]]:
     """Parallel arrays for unnest(): parameter name -> that attribute of every item."""
     return {param: [getattr(item, attr) for item in items] for param, attr in columns.items()}
+
+
+def json_records(items: Sequence[Any], *columns: str) -> str:
+    """Those attributes of each item as one JSON array of objects, for jsonb_to_recordset: one
+    statement parameter, where an array per column cost psycopg about 10 µs each to adapt."""
+    rows = [{column: getattr(item, column) for column in columns} for item in items]
+    return json_array(rows)
+
+
+def json_array(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as JSON for jsonb_to_recordset: ids as text, times in ISO 8601 with their offset."""
+    return json.dumps(rows, default=_json_default, allow_nan=False)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} has no JSON form here")

@@ -14,7 +14,7 @@ from psycopg.rows import class_row, dict_row
 
 from common.routing import DEFAULT_QUEUE
 from store import outputs
-from store.db import Conn, fetch_all, unnest_arrays
+from store.db import Conn, fetch_all, json_records, unnest_arrays
 from store.models import (
     CLAIMED_FIELDS,
     AttemptEnd,
@@ -361,12 +361,10 @@ async def mark_attempts_running(
 # worker's start report never came). Keys must be distinct.
 END_ATTEMPT_CTES = f"""
 r AS (
-    SELECT * FROM unnest(%(task_ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
-                         %(statuses)s::text[], %(reasons)s::text[], %(exit_codes)s::int[],
-                         %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[],
-                         %(output_paths)s::text[], %(details)s::text[])
-           AS r (task_id, attempt, worker_id, status, reason, exit_code, started_at,
-                 finished_at, output_path, detail)
+    SELECT * FROM jsonb_to_recordset(%(ends)s::jsonb)
+           AS r (task_id uuid, attempt int, worker_id text, status text, reason text,
+                 exit_code int, started_at timestamptz, finished_at timestamptz,
+                 output_path text, detail text)
 ), ended AS (
     UPDATE attempts a
     SET status = r.status, reason = r.reason, exit_code = r.exit_code,
@@ -456,6 +454,13 @@ END_ATTEMPTS = f"WITH {END_ATTEMPT_CTES}"
 END_ATTEMPTS_AND_OUTPUTS = f"WITH {outputs.MERGE_OUTPUT_CTES},\n{END_ATTEMPT_CTES}"
 
 
+# The fields of an AttemptEnd that END_ATTEMPT_CTES reads (r), as they are named there.
+END_FIELDS = (
+    "task_id", "attempt", "worker_id", "status", "reason", "exit_code", "started_at",
+    "finished_at", "output_path", "detail",
+)
+
+
 async def end_attempts(
     conn: Conn, ends: Sequence[AttemptEnd], deltas: Sequence[OutputDelta] = ()
 ) -> dict[AttemptKey, EndedAttempt]:
@@ -470,19 +475,7 @@ async def end_attempts(
         END_ATTEMPTS_AND_OUTPUTS if deltas else END_ATTEMPTS,
         {
             **(outputs.output_params(deltas) if deltas else {}),
-            **unnest_arrays(
-                ends,
-                task_ids="task_id",
-                attempts="attempt",
-                worker_ids="worker_id",
-                statuses="status",
-                reasons="reason",
-                exit_codes="exit_code",
-                started_at="started_at",
-                finished_at="finished_at",
-                output_paths="output_path",
-                details="detail",
-            ),
+            "ends": json_records(ends, *END_FIELDS),
             "backoff_cap": RETRY_BACKOFF_CAP_SECONDS,
             "requeue_after": REQUEUE_AFTER_REFUSAL_SECONDS,
         },

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from store.db import Conn, fetch_all, fetch_one
+from store.db import Conn, fetch_all, fetch_one, json_array
 from store.models import AttemptRow, NewTask, PageKey, TaskFilter, TaskRow
 from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
 from store.wakeups import WAKEUP_CHANNEL, Topic
@@ -115,17 +115,10 @@ TASK_FIELDS = (
 )
 
 
-def _json_value(value: object) -> object:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _tasks_json(new: Sequence[tuple[UUID, NewTask]]) -> dict[str, str]:
     """The parameter of _INSERT_FROM_JSON: every task as one JSON object."""
-    rows = [
-        {"id": str(task_id), **{f: _json_value(getattr(task, f)) for f in TASK_FIELDS}}
-        for task_id, task in new
-    ]
-    return {"tasks": json.dumps(rows, allow_nan=False)}
+    rows = [{"id": task_id, **{f: getattr(task, f) for f in TASK_FIELDS}} for task_id, task in new]
+    return {"tasks": json_array(rows)}
 
 
 # Insert tasks and wake the coordinators' dispatchers in one statement: the group commit.
