@@ -241,3 +241,18 @@ def test_times_keep_their_microseconds(http):
     now = datetime.fromisoformat(details[2]["scheduled_at"])
     assert datetime.fromisoformat(details[1]["scheduled_at"]) - now == timedelta(microseconds=1)
     assert details[2]["run_at"] == details[2]["scheduled_at"]
+
+
+def test_request_fingerprints_stay_those_stored_by_earlier_releases():
+    """Digests computed by the release before batch COPY: a task made then is still replayed."""
+    bodies = {
+        "e64a648619eb1d46cfb68cefed1ff5a078e7b44888ccf4e5dab323bf18d6c0b1": {
+            "command": "echo é", "delay_seconds": 1.5, "max_retries": 2,
+        },
+        "8ef16bbd0b6a1f0cae9653fac4798798d60f17f608f3c4c0a3e2fe94957c648a": {
+            "command": "echo x", "priority": 3, "labels": {"b": "1", "a": "2"},
+            "env": {"Z": "z", "A": "a"},
+        },
+    }  # fmt: skip
+    for digest, body in bodies.items():
+        assert request_fingerprint(ScheduleRequest.model_validate(body)) == digest
