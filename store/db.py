@@ -118,6 +118,13 @@ async def fetch_one(conn: Conn, row: type[R], statement: str, params: Params) ->
     return await cur.fetchone()
 
 
+async def fetch_value(conn: Conn, statement: str, params: Params | None = None) -> Any:
+    """The first column of the statement's first row, or None when it returns no row."""
+    cur = await conn.execute(statement, params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
 async def fetch_all(conn: Conn, row: type[R], statement: str, params: Params) -> list[R]:
     """Every row of the statement as `row`s."""
     cur = conn.cursor(row_factory=class_row(row))

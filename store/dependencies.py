@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from store.db import Conn, fetch_all
+from store.db import Conn, fetch_all, fetch_value
 from store.models import TaskRow
 
 # Tasks in one `after` list at most (POST /schedule and each item of a batch).
@@ -115,9 +115,8 @@ SELECT doomed FROM counted
 async def resettle_retried(conn: Conn, task_id: UUID) -> list[UUID]:
     """Make a just-requeued task wait for its unmet dependencies; returns those that failed
     or were cancelled (then nothing changed, and the retry must be refused)."""
-    cur = await conn.execute(RESETTLE_RETRIED, {"id": task_id})
-    row = await cur.fetchone()
-    return list(row[0]) if row else []
+    failed = await fetch_value(conn, RESETTLE_RETRIED, {"id": task_id})
+    return list(failed or [])
 
 
 # The tasks a task names in `after`, for locking before a retry.

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from psycopg.rows import dict_row
 
-from store.db import Conn
+from store.db import Conn, fetch_value
 from store.vocabulary import EventKind
 
 # Events are kept this long: GET /events resumes a client from Last-Event-ID over it, and
@@ -77,10 +77,7 @@ START = f"SELECT horizon::text::bigint - 1 FROM ({HORIZON}) h"
 
 
 async def start(conn: Conn) -> Position:
-    cur = await conn.execute(START)
-    row = await cur.fetchone()
-    assert row is not None
-    return Position(int(row[0]), LAST_ID)
+    return Position(int(await fetch_value(conn, START)), LAST_ID)
 
 
 # Events after a position, in order, matching the filter, of transactions before the horizon
@@ -148,9 +145,7 @@ SELECT count(*) FROM deleted
 
 async def prune(conn: Conn, keep_seconds: float, batch: int = 5000) -> int:
     """Delete a batch of expired events; returns how many (call again while it is `batch`)."""
-    cur = await conn.execute(PRUNE, {"keep": keep_seconds, "batch": batch})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return int(await fetch_value(conn, PRUNE, {"keep": keep_seconds, "batch": batch}) or 0)
 
 
 # The furthest position pruning has deleted.

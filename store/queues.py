@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from store.db import Conn, fetch_all
+from store.db import Conn, fetch_all, fetch_value
 
 # Workers that take work: not declared lost and not draining.
 _LIVE = "w.lost_at IS NULL AND NOT w.draining"
@@ -151,6 +151,5 @@ WHERE t.id = %(id)s
 
 
 async def waiting_for(conn: Conn, task_id: UUID) -> str | None:
-    cur = await conn.execute(WAITING_FOR, {"id": task_id})
-    row = await cur.fetchone()
-    return None if row is None else row[0]
+    reason: str | None = await fetch_value(conn, WAITING_FOR, {"id": task_id})
+    return reason

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from store.db import Conn, fetch_all, fetch_one, unnest_arrays
+from store.db import Conn, fetch_all, fetch_one, fetch_value, unnest_arrays
 from store.models import DueSchedule, ScheduleRow, ScheduleRun, ScheduleSettings, TaskRow, TickRow
 from store.ticks import DecidedTick
 from store.vocabulary import UNFINISHED_RUN_STATUSES, sql_list
@@ -24,11 +24,8 @@ DATABASE_NOW = "SELECT statement_timestamp()"
 
 
 async def database_now(conn: Conn) -> datetime:
-    cur = await conn.execute(DATABASE_NOW)
-    row = await cur.fetchone()
-    assert row is not None
-    value: datetime = row[0]
-    return value
+    now: datetime = await fetch_value(conn, DATABASE_NOW)
+    return now
 
 
 def settings_params(settings: ScheduleSettings) -> dict[str, Any]:
@@ -233,9 +230,8 @@ FROM schedules WHERE deleted_at IS NULL
 
 
 async def seconds_until_next_fire(conn: Conn) -> float | None:
-    cur = await conn.execute(SECONDS_UNTIL_NEXT_FIRE)
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+    seconds = await fetch_value(conn, SECONDS_UNTIL_NEXT_FIRE)
+    return None if seconds is None else float(seconds)
 
 
 # The unfinished runs of some schedules, which their overlap policies look at, locked so they

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from store.db import Conn, fetch_all, fetch_one, json_array
+from store.db import Conn, fetch_all, fetch_one, fetch_value, json_array
 from store.models import AttemptRow, NewTask, PageKey, TaskFilter, TaskRow
 from store.vocabulary import UNFINISHED_TASK_STATUSES, sql_list
 from store.wakeups import WAKEUP_CHANNEL, Topic
@@ -139,10 +139,7 @@ TRANSACTION_NOW = "SELECT now()"
 
 
 async def transaction_now(conn: Conn) -> datetime:
-    cur = await conn.execute(TRANSACTION_NOW)
-    row = await cur.fetchone()
-    assert row is not None
-    now: datetime = row[0]
+    now: datetime = await fetch_value(conn, TRANSACTION_NOW)
     return now
 
 

@@ -10,20 +10,14 @@ from typing import Any
 import psycopg
 
 from devtools.cluster import wait_for
+from tests.support.overlap import OverlapProbe
 
 
 def test_two_coordinators_never_run_more_than_the_limit(cluster_factory, tmp_path: Path):
     cluster = cluster_factory(workers=2, coordinators=2, slots=4)
-    running = tmp_path / "running"
-    running.mkdir()
-    counts = tmp_path / "counts"
-    # Each command marks itself running, waits, counts who else is running, and unmarks.
-    command = (
-        f"touch {running}/$SKIPLOCK_TASK_ID; sleep 0.3; "
-        f"ls {running} | wc -l >> {counts}; rm {running}/$SKIPLOCK_TASK_ID"
-    )
+    probe = OverlapProbe(tmp_path)
     limited: list[dict[str, Any]] = [
-        {"command": command, "concurrency_key": "db-migrations", "concurrency_limit": 2}
+        {"command": probe.command, "concurrency_key": "db-migrations", "concurrency_limit": 2}
         for _ in range(12)
     ]
     free = [{"command": "sleep 0.2"} for _ in range(8)]
@@ -40,7 +34,7 @@ def test_two_coordinators_never_run_more_than_the_limit(cluster_factory, tmp_pat
         return row is not None and row[0] == len(ids)
 
     wait_for(all_succeeded, timeout=90, message="every task succeeded")
-    seen = [int(line) for line in counts.read_text().split()]
+    seen = probe.seen()
     assert len(seen) == 12
     assert max(seen) <= 2, f"more than 2 ran at once: {seen}"
     with psycopg.connect(cluster.database_url) as conn:

@@ -26,6 +26,7 @@ from devtools.cluster import wait_for
 from store import dispatch, queues
 from store.models import AttemptEnd, ClaimedAttempt
 from store.vocabulary import AttemptStatus
+from tests.support.overlap import OverlapProbe
 
 Db = psycopg.Connection[Any]
 AConn = psycopg.AsyncConnection[Any]
@@ -297,15 +298,10 @@ def test_two_coordinators_never_run_more_of_a_limited_queue_than_its_limit(
     limited = cluster.http.put("/queues/reports/limit", json={"max_running": 3})
     assert limited.status_code == 200, limited.text
     assert limited.json()["max_running"] == 3
-    running = tmp_path / "running"
-    running.mkdir()
-    counts = tmp_path / "counts"
-    # Each command marks itself running, waits, counts who else is running, and unmarks.
-    command = (
-        f"touch {running}/$SKIPLOCK_TASK_ID; sleep 0.3; "
-        f"ls {running} | wc -l >> {counts}; rm {running}/$SKIPLOCK_TASK_ID"
-    )
-    tasks: list[dict[str, Any]] = [{"command": command, "queue": "reports"} for _ in range(15)]
+    probe = OverlapProbe(tmp_path)
+    tasks: list[dict[str, Any]] = [
+        {"command": probe.command, "queue": "reports"} for _ in range(15)
+    ]
     tasks += [{"command": "sleep 0.2"} for _ in range(10)]
     response = cluster.http.post("/tasks/batch", json={"tasks": tasks})
     assert response.status_code == 201, response.text
@@ -324,7 +320,7 @@ def test_two_coordinators_never_run_more_of_a_limited_queue_than_its_limit(
         return row is not None and row[0] == len(ids)
 
     wait_for(all_succeeded, timeout=120, interval=0.02, message="every task succeeded")
-    seen = [int(line) for line in counts.read_text().split()]
+    seen = probe.seen()
     assert len(seen) == 15
     assert max(seen) <= 3, f"more than 3 ran at once: {seen}"
     assert max(seen) >= 2, f"the limit was never used: {seen}"  # the queue did run in parallel
