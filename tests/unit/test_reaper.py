@@ -80,7 +80,7 @@ def test_an_escaped_child_forces_the_sweep_and_once_killed_and_reaped_it_ends() 
 # A leader spawned from another thread is listed under that thread, not the main one.
 SPAWNER_THREAD = textwrap.dedent(
     """
-    import subprocess, threading
+    import os, subprocess, threading, time
     from worker_svc.reaper import Reaper, become_subreaper, own_children
     assert become_subreaper()
     reaper = Reaper()
@@ -91,6 +91,10 @@ SPAWNER_THREAD = textwrap.dedent(
     thread = threading.Thread(target=spawn)
     thread.start()
     thread.join()
+    # join() returns before the kernel has ended the thread and moved its children: wait for that.
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/self/task/{spawned['thread']}") and time.monotonic() < deadline:
+        time.sleep(0.001)
     child = spawned["proc"]
     try:
         # The thread has ended: its child now belongs to the main thread.
