@@ -85,10 +85,12 @@ def audit(
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:20])
 
     leaked = cur.execute(
-        "SELECT w.id, w.open_attempts,"
-        " (SELECT count(*) FROM attempts a WHERE a.worker_id = w.id AND a.ended_at IS NULL) AS n"
-        " FROM workers w WHERE w.open_attempts <> 0"
-        " OR EXISTS (SELECT 1 FROM attempts a WHERE a.worker_id = w.id AND a.ended_at IS NULL)"
+        "SELECT w.worker_id, w.open_attempts,"
+        " (SELECT count(*) FROM attempts a"
+        "  WHERE a.worker_id = w.worker_id AND a.ended_at IS NULL) AS n"
+        " FROM worker_load w WHERE w.open_attempts <> 0"
+        " OR EXISTS (SELECT 1 FROM attempts a"
+        "            WHERE a.worker_id = w.worker_id AND a.ended_at IS NULL)"
     ).fetchall()
     assert not leaked, f"slots still counted or attempts still open: {leaked}"
     return result
@@ -163,7 +165,7 @@ class SlotWatch:
                 with psycopg.connect(self.database_url, autocommit=True, connect_timeout=2) as c:
                     while not self._stop.wait(self.interval):
                         rows = c.execute(
-                            "SELECT id, open_attempts, slots FROM workers"
+                            "SELECT worker_id, open_attempts, slots FROM worker_load"
                             " WHERE open_attempts > slots"
                         ).fetchall()
                         self.samples += 1

@@ -91,7 +91,8 @@ def drain(conn: psycopg.Connection[Any]) -> tuple[float, int, int]:
             return spent, claimed, claims
         claimed += got
         claims += 1
-        conn.execute("UPDATE workers SET open_attempts = 0")
+        conn.execute("UPDATE worker_endings e SET ended_total = w.claimed_total"
+                     " FROM workers w WHERE w.id = e.worker_id")
         conn.execute("UPDATE concurrency_keys SET running = 0")
         conn.execute("UPDATE queues SET running = 0 WHERE max_running IS NOT NULL")
 

@@ -80,7 +80,8 @@ async def claim_and_end(conn: AConn, tasks: int, first: bool) -> tuple[float, fl
             await dispatch.claim_for_free_slots(conn, 60.0, 0)  # plans made again, unclocked
             await conn.execute("UPDATE attempts SET status = 'succeeded', ended_at = now()"
                                " WHERE ended_at IS NULL")  # fmt: skip
-            await conn.execute("UPDATE workers SET open_attempts = 0")
+            await conn.execute("UPDATE worker_endings e SET ended_total = w.claimed_total"
+                               " FROM workers w WHERE w.id = e.worker_id")
             await conn.execute("UPDATE tasks SET status = 'queued', worker_id = NULL,"
                                " picked_at = NULL WHERE status = 'dispatched'")  # fmt: skip
         started = time.perf_counter()

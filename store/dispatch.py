@@ -151,31 +151,34 @@ async def vanished_attempts(
 # --- claims -----------------------------------------------------------------------------------
 
 # Claim due tasks into every free slot of the live workers, row-locking the workers so
-# concurrent coordinators fill disjoint slots (the lock reads the newest row version, so
-# open_attempts is exact). Workers that serve the same queues with the same labels form a
-# class; a class's slots interleave its workers, starting at a rotating one, so a few tasks
-# still spread across them. For each class and each queue it serves (unless paused), the due
-# tasks it may run (the class has every label the task asks for) are locked in claim order
-# (priority with aging: claim_rank, migration 008), skipping rows other coordinators hold; the
-# class keeps the best of them for its free slots, a task wanted by two classes goes to one,
-# and each gets an attempt counted against its worker. A task with a concurrency_key runs
-# only while fewer than its concurrency_limit tasks of the key do: the key's counter row is
-# locked (so coordinators claiming at once read its newest value; a key another coordinator
-# holds is skipped this time) and counts the claimed attempts. A queue with a limit
+# concurrent coordinators fill disjoint slots. A worker's open attempts are its claimed_total
+# (read at its newest version under the lock, so exact) less its ended_total, read from the
+# statement's snapshot in worker_endings, a row endings update and no claim locks (migration
+# 018): an ending in progress never hides a worker from a claim, and as ended_total only
+# grows, a stale read only offers fewer slots than are free, never more. Workers that serve the
+# same queues with the same labels form a class; a class's slots interleave its workers, starting
+# at a rotating one, so a few tasks still spread across them. For each class and each queue it
+# serves (unless paused), the due tasks it may run (the class has every label the task asks for)
+# are locked in claim order (priority with aging: claim_rank, migration 008), skipping rows other
+# coordinators hold; the class keeps the best of them for its free slots, a task wanted by two
+# classes goes to one, and each gets an attempt counted against its worker. A task with a
+# concurrency_key runs only while fewer than its concurrency_limit tasks of the key do: the key's
+# counter row is locked (so coordinators claiming at once read its newest value; a key another
+# coordinator holds is skipped this time) and counts the claimed attempts. A queue with a limit
 # (max_running) offers only as many tasks as it has room for by its counter row, which is then
-# locked the same way, checked against the tasks past their keys and counted up; a queue
-# without one has no counter, so its claims write no shared row. Nothing is ever claimed before
-# its run_at, and a task no live worker can take stays queued. Always returns at least one row:
-# `free` (slots offered), `more` (some class found as many tasks as it had slots: claim again)
-# and `next_due_in` (seconds until the earliest queued task not yet due, NULL when none) on
-# every row, with the claimed attempt's columns NULL when nothing was claimed.
+# locked the same way, checked against the tasks past their keys and counted up; a queue without
+# one has no counter, so its claims write no shared row. Nothing is ever claimed before its
+# run_at, and a task no live worker can take stays queued. Always returns at least one row: `free`
+# (slots offered), `more` (some class found as many tasks as it had slots: claim again) and
+# `next_due_in` (seconds until the earliest queued task not yet due, NULL when none) on every row,
+# with the claimed attempt's columns NULL when nothing was claimed.
 CLAIM_FOR_FREE_SLOTS = """
 WITH available AS (
-    SELECT id, slots - open_attempts AS free, queues, labels
-    FROM workers
-    WHERE lost_at IS NULL AND NOT draining AND open_attempts < slots
-      AND last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
-    FOR UPDATE SKIP LOCKED
+    SELECT w.id, w.slots - (w.claimed_total - e.ended_total) AS free, w.queues, w.labels
+    FROM workers w JOIN worker_endings e ON e.worker_id = w.id
+    WHERE w.lost_at IS NULL AND NOT w.draining AND w.claimed_total - e.ended_total < w.slots
+      AND w.last_heartbeat_at > now() - make_interval(secs => %(live_within)s)
+    FOR UPDATE OF w SKIP LOCKED
 ), ranked AS (
     SELECT id, free, queues, labels,
            row_number() OVER (PARTITION BY queues, labels ORDER BY id) AS pos,
@@ -257,7 +260,7 @@ WITH available AS (
     INSERT INTO attempts (task_id, attempt, worker_id, status, picked_at)
     SELECT id, attempt, worker_id, 'dispatched', picked_at FROM claimed
 ), counted AS (
-    UPDATE workers w SET open_attempts = w.open_attempts + c.n
+    UPDATE workers w SET claimed_total = w.claimed_total + c.n
     FROM (SELECT worker_id, count(*) AS n FROM claimed GROUP BY worker_id) c
     WHERE w.id = c.worker_id
 ), counted_keys AS (
@@ -351,14 +354,14 @@ async def mark_attempts_running(
     return await cur.fetchall()
 
 
-# End attempts (each only while open, and only for its own worker when one is named) at the
-# time their worker saw them end (kept between the hand-over and now), free their workers'
-# slots, their concurrency keys and their queues' counts (limited queues only), and move each
-# task on: done, cancelled, back to the queue (after a backoff when the reason uses up a retry)
-# or failed once retries are exhausted. A task that was cancelled or already moved on is left
-# alone. Returns a row per attempt that was open: how it ended, and its task's new status (NULL
-# when the task did not move), and whether its start was only learnt from this ending (the
-# worker's start report never came). Keys must be distinct.
+# End attempts (each only while open, and only for its own worker when one is named) at the time
+# their worker saw them end (kept between the hand-over and now), free their workers' slots
+# (worker_endings, never the workers rows claims lock), their concurrency keys and their queues'
+# counts (limited queues only), and move each task on: done, cancelled, back to the queue (after a
+# backoff when the reason uses up a retry) or failed once retries are exhausted. A task that was
+# cancelled or already moved on is left alone. Returns a row per attempt that was open: how it
+# ended, and its task's new status (NULL when the task did not move), and whether its start was
+# only learnt from this ending (the worker's start report never came). Keys must be distinct.
 END_ATTEMPT_CTES = f"""
 r AS (
     SELECT * FROM jsonb_to_recordset(%(ends)s::jsonb)
@@ -382,9 +385,9 @@ r AS (
               coalesce(r.reason IN {USES_RETRY}, false) AS uses_retry,
               coalesce(r.reason IN {LOST_REASONS}, false) AS lost
 ), freed AS (
-    UPDATE workers w SET open_attempts = w.open_attempts - f.n
+    UPDATE worker_endings w SET ended_total = w.ended_total + f.n
     FROM (SELECT worker_id, count(*) AS n FROM ended GROUP BY worker_id) f
-    WHERE w.id = f.worker_id
+    WHERE w.worker_id = f.worker_id
 ), released AS (
     UPDATE concurrency_keys k SET running = greatest(k.running - f.n, 0)
     FROM (SELECT t.concurrency_key AS key, count(*) AS n

@@ -71,9 +71,9 @@ WITH queue AS (
     SELECT count(*) AS total,
            count(*) FILTER (WHERE lost_at IS NOT NULL) AS lost,
            count(*) FILTER (WHERE lost_at IS NULL AND draining) AS draining,
-           coalesce(sum(slots) FILTER (WHERE lost_at IS NULL), 0) AS slots,
-           coalesce(sum(open_attempts) FILTER (WHERE lost_at IS NULL), 0) AS busy
-    FROM workers
+           coalesce(sum(w.slots) FILTER (WHERE lost_at IS NULL), 0) AS slots,
+           coalesce(sum(l.open_attempts) FILTER (WHERE lost_at IS NULL), 0) AS busy
+    FROM workers w JOIN worker_load l ON l.worker_id = w.id
 ), ticks AS (
     SELECT coalesce(jsonb_object_agg(outcome, n), '{{}}') AS outcomes
     FROM (SELECT outcome, count(*) AS n FROM schedule_ticks
@@ -163,9 +163,9 @@ WITH queue AS (
     SELECT count(*) FILTER (WHERE lost_at IS NULL) AS live,
            count(*) FILTER (WHERE lost_at IS NOT NULL) AS lost,
            count(*) FILTER (WHERE lost_at IS NULL AND draining) AS draining,
-           coalesce(sum(slots) FILTER (WHERE lost_at IS NULL), 0) AS slots,
-           coalesce(sum(open_attempts) FILTER (WHERE lost_at IS NULL), 0) AS busy
-    FROM workers
+           coalesce(sum(w.slots) FILTER (WHERE lost_at IS NULL), 0) AS slots,
+           coalesce(sum(l.open_attempts) FILTER (WHERE lost_at IS NULL), 0) AS busy
+    FROM workers w JOIN worker_load l ON l.worker_id = w.id
 )
 SELECT * FROM queue, blocked, open_attempts, fleet
 """

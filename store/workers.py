@@ -10,16 +10,20 @@ from __future__ import annotations
 from store.db import Conn, fetch_all, fetch_one
 from store.models import WorkerAttempt, WorkerRow
 
-# The columns of a WorkerRow: the row, how busy it is, and its heartbeat's age by the database
-# clock (never negative, however the heartbeat's transaction raced this one).
+# The columns of a WorkerRow and where they come from: the row, how busy it is (its open
+# attempts, worker_load of migration 018), and its heartbeat's age by the database clock
+# (never negative, however the heartbeat's transaction raced this one).
 _WORKER_COLUMNS = """
-    id, address, slots, open_attempts AS busy, draining, first_seen_at, last_heartbeat_at,
-    greatest(extract(epoch FROM now() - last_heartbeat_at), 0)::float8 AS heartbeat_age_seconds,
-    lost_at
+    w.id, w.address, w.slots, l.open_attempts AS busy, w.draining, w.first_seen_at,
+    w.last_heartbeat_at,
+    greatest(extract(epoch FROM now() - w.last_heartbeat_at), 0)::float8
+        AS heartbeat_age_seconds,
+    w.lost_at
+FROM workers w JOIN worker_load l ON l.worker_id = w.id
 """
 
 # Every worker ever registered, by id.
-LIST_WORKERS = f"SELECT {_WORKER_COLUMNS} FROM workers ORDER BY id"
+LIST_WORKERS = f"SELECT {_WORKER_COLUMNS} ORDER BY w.id"
 
 
 async def list_workers(conn: Conn) -> list[WorkerRow]:
@@ -27,7 +31,7 @@ async def list_workers(conn: Conn) -> list[WorkerRow]:
 
 
 # One worker.
-SELECT_WORKER = f"SELECT {_WORKER_COLUMNS} FROM workers WHERE id = %(id)s"
+SELECT_WORKER = f"SELECT {_WORKER_COLUMNS} WHERE w.id = %(id)s"
 
 
 async def get_worker(conn: Conn, worker_id: str) -> WorkerRow | None:

@@ -32,6 +32,7 @@ from psycopg import pq
 
 import store
 from devtools.cluster import REPO_ROOT, wait_for
+from devtools.invariants import SlotWatch
 from store import dispatch, migrate, models
 from store.models import AttemptEnd, AttemptKey, Claim, ClaimedAttempt
 from store.vocabulary import AttemptStatus, EndReason
@@ -168,7 +169,7 @@ def test_every_statement_prepares_against_the_migrated_schema(database_url):
     ("change", "says"),
     [
         ("ALTER TABLE tasks RENAME COLUMN run_at TO due_at", 'column "run_at" does not exist'),
-        ("ALTER TABLE workers RENAME COLUMN open_attempts TO busy", '"open_attempts"'),
+        ("ALTER TABLE workers RENAME COLUMN claimed_total TO claimed", "claimed_total does not"),
         ("ALTER TABLE attempts ADD COLUMN note text", "columns without a field ['note']"),
         ("ALTER TABLE schedules DROP COLUMN jitter_seconds", '"jitter_seconds"'),
     ],
@@ -384,7 +385,8 @@ def claim_one_at_a_time(db: Db, database_url: str, rounds: int) -> list[uuid.UUI
     for _ in range(rounds):
         (attempt,) = run(database_url, claim_for_free_slots).attempts
         order.append(attempt.task_id)
-        db.execute("UPDATE workers SET open_attempts = 0")
+        db.execute("UPDATE worker_endings e SET ended_total = w.claimed_total"
+                   " FROM workers w WHERE w.id = e.worker_id")
     return order
 
 
@@ -445,9 +447,9 @@ def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, da
         # The workers this claim used: their open attempts, as counted by everyone's committed
         # work and ours (the claim still holds their row locks).
         cur = await conn.execute(
-            "SELECT w.id, w.slots, w.open_attempts, count(a.task_id) FROM workers w"
-            " LEFT JOIN attempts a ON a.worker_id = w.id AND a.ended_at IS NULL"
-            " WHERE w.id = ANY(%s) GROUP BY w.id",
+            "SELECT w.worker_id, w.slots, w.open_attempts, count(a.task_id) FROM worker_load w"
+            " LEFT JOIN attempts a ON a.worker_id = w.worker_id AND a.ended_at IS NULL"
+            " WHERE w.worker_id = ANY(%s) GROUP BY w.worker_id, w.slots, w.open_attempts",
             (list({c.worker_id for c in claimed}),),
         )
         for worker_id, n_slots, counter, open_now in await cur.fetchall():
@@ -493,23 +495,69 @@ def test_concurrent_claimers_get_disjoint_tasks_within_each_workers_slots(db, da
             errors.append(exc)
 
     threads = [threading.Thread(target=thread_main, args=(f"c{i}", i)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
+    # Claims and endings race: sampled from outside, no worker ever has more open than slots.
+    with SlotWatch(database_url, interval=0.01) as watch:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
     assert not errors, errors
+    assert watch.samples > 0 and watch.over == [], watch.over
     claimed_ids = [c.task_id for _, c in claims]
     assert Counter(claimed_ids).most_common(1)[0][1] == 1, "a task was claimed twice"
     assert sorted(claimed_ids) == sorted(tasks)
     assert len({name for name, _ in claims}) > 1, "only one claimer ever got work"
     assert {c.worker_id for _, c in claims} == set(slots)
-    rows = db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall()
+    rows = db.execute("SELECT worker_id, open_attempts FROM worker_load ORDER BY 1").fetchall()
     assert rows == [(w, 0) for w in sorted(slots)]
     row = db.execute("SELECT count(*), max(attempt) FROM attempts").fetchone()
     assert row == (len(tasks), 1)
 
 
+def test_an_ending_in_progress_does_not_hide_its_worker_from_a_claim(db, database_url):
+    # An ending counts in worker_endings, a row no claim locks: while a report's transaction
+    # is still open, a claim is offered the worker's other free slots (it used to skip the
+    # worker, whose row the ending held), and only the slot that ending frees waits for it.
+    add_worker(db, "w1", slots=4)
+    add_tasks(db, [-1.0, -1.0])
+    held = run(database_url, claim_for_free_slots).attempts
+    assert len(held) == 2
+    add_tasks(db, [-1.0] * 4)
+    first = held[0]
+    ending = AttemptEnd(
+        first.task_id, first.attempt, AttemptStatus.SUCCEEDED, None, worker_id="w1", exit_code=0
+    )
+
+    async def go() -> tuple[Claim, Claim]:
+        async with (
+            await psycopg.AsyncConnection.connect(database_url) as ender,
+            await psycopg.AsyncConnection.connect(database_url) as claimer,
+        ):
+            await ender.execute("SET statement_timeout = '30s'")
+            await claimer.execute("SET statement_timeout = '30s'")
+            await ender.commit()
+            await claimer.commit()
+            async with ender.transaction():
+                assert await end_attempt(ender, ending) == (True, "succeeded")
+                async with claimer.transaction():  # the ending is not committed yet
+                    during = await claim_for_free_slots(claimer)
+            async with claimer.transaction():
+                after = await claim_for_free_slots(claimer)
+            return during, after
+
+    during, after = asyncio.run(go())
+    assert (during.free, len(during.attempts)) == (2, 2), "the claim skipped the worker"
+    assert (after.free, len(after.attempts)) == (1, 1)
+    assert db.execute(WORKER_LOAD).fetchall() == [("w1", 4)]
+    row = db.execute("SELECT count(*) FROM attempts WHERE ended_at IS NULL").fetchone()
+    assert row == (4,)
+
+
 # --- fenced reports -------------------------------------------------------------------------
+
+
+# Each worker's open attempts as counted by its two counters.
+WORKER_LOAD = "SELECT worker_id, open_attempts FROM worker_load ORDER BY worker_id"
 
 
 def task_row(db: Db, task_id: uuid.UUID) -> tuple[Any, ...]:
@@ -535,7 +583,7 @@ def test_reports_for_a_stale_attempt_change_nothing(db, database_url):
     (second,) = run(database_url, claim_for_free_slots).attempts
     assert (first.attempt, second.attempt, second.worker_id) == (1, 2, "w2")
     before = task_row(db, task)
-    workers_before = db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall()
+    workers_before = db.execute(WORKER_LOAD).fetchall()
     attempts_before = db.execute("SELECT * FROM attempts ORDER BY attempt").fetchall()
 
     stale_end = AttemptEnd(task, 1, AttemptStatus.SUCCEEDED, None, worker_id="w1", exit_code=0)
@@ -550,9 +598,7 @@ def test_reports_for_a_stale_attempt_change_nothing(db, database_url):
         lambda c: mark_attempt_running(c, AttemptKey(task, 1), "w1", stale_start, "x"),
     )
     assert task_row(db, task) == before
-    assert db.execute("SELECT id, open_attempts FROM workers ORDER BY id").fetchall() == (
-        workers_before
-    )
+    assert db.execute(WORKER_LOAD).fetchall() == workers_before
     assert db.execute("SELECT * FROM attempts ORDER BY attempt").fetchall() == attempts_before
 
     # The current attempt's own worker is heard.
@@ -654,7 +700,7 @@ def test_valid_rows_are_accepted(db, attempt_parent, table, fields):
         ("workers", {"address": "0.0.0.0:8000"}),
         ("workers", {"address": ""}),
         ("workers", {"slots": -1}),
-        ("workers", {"open_attempts": -1}),
+        ("workers", {"claimed_total": -1}),
         ("workers", {"id": ""}),
         ("attempts", {"status": "lost"}),
         ("attempts", {"attempt": 0}),
