@@ -108,7 +108,9 @@ def test_every_service_counts_tasks_that_really_ran(cluster_factory):
         "coordinator", "skiplock_attempt_run_duration_seconds_bucket", le="0.1"
     )
     assert runs_over_01 >= 1
-    assert moved("coordinator", "skiplock_attempt_run_duration_seconds_sum") >= 0.2
+    # A run is timed from just after its spawn returned (the command is already running), so
+    # the 0.2 s sleep can be timed a few ms short; in milliseconds the sum would be about 200.
+    assert 0.15 <= moved("coordinator", "skiplock_attempt_run_duration_seconds_sum") < 5
 
     assert moved("worker", "skiplock_worker_attempts_finished_total", state="succeeded") == 2
     assert moved("worker", "skiplock_worker_attempts_finished_total", state="failed") == 1
