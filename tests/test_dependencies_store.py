@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools.cluster import wait_for
 from store import dependencies, dispatch, retention, tasks
 from store.models import AttemptEnd
 from store.vocabulary import AttemptStatus, EndReason
@@ -202,19 +203,34 @@ def test_a_dependency_that_ends_while_a_task_naming_it_is_inserted_is_seen_eithe
                 tasks_cancel_sync(ending, x)  # uncommitted: the insert's lock waits for it
                 inserter = threading.Thread(target=insert_sync, args=(database_url, t, x))
                 inserter.start()
-                time.sleep(0.3)  # let the insert reach its lock (either order is correct)
+                wait_until_blocked_by(db, ending.info.backend_pid)  # the insert waits on X
                 ending.commit()
                 inserter.join(30)
                 assert not inserter.is_alive()
             else:
                 insert_open(inserting, t, x)  # locked X, not committed
                 ender.start()
-                time.sleep(0.3)  # let the cancel reach X's lock
+                wait_until_blocked_by(db, inserting.info.backend_pid)  # the cancel waits on X
                 inserting.commit()
                 ender.join(30)
                 assert not ender.is_alive()
         assert state(db, x)[0] == "cancelled"
         assert state(db, t)[:2] == DEP_FAILED, ending_first
+
+
+# Whether some session waits for a lock that the backend `holder` holds.
+BLOCKED_BY = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))"
+
+
+def wait_until_blocked_by(db: Db, holder: int) -> None:
+    """Wait until another session is blocked on a lock of `holder` (db is autocommit, so each
+    read of pg_stat_activity is fresh)."""
+    wait_for(
+        lambda: db.execute(BLOCKED_BY, (holder,)).fetchone() == (True,),
+        timeout=20,
+        interval=0.01,
+        message=f"a session blocked by backend {holder}",
+    )
 
 
 def tasks_cancel_sync(conn: Db, task_id: uuid.UUID) -> None:
@@ -311,8 +327,13 @@ def test_two_dependencies_succeeding_at_once_release_their_dependent(
             assert set(ends) == {a, b} and len({c.worker_id for c in claim.attempts}) == 2
             await dispatch.end_attempts(first, [ends[a]])  # D's row locked until commit
             later = asyncio.create_task(dispatch.end_attempts(second, [ends[b]]))
-            await asyncio.sleep(0.5)
-            waited = not later.done()
+            # Until the second ending is seen blocked on the first's lock, or ends without it.
+            deadline = time.monotonic() + 20
+            waited = False
+            while not waited and not later.done() and time.monotonic() < deadline:
+                cur = await claimer.execute(BLOCKED_BY, (first.info.backend_pid,))
+                waited = await cur.fetchone() == (True,)
+                await asyncio.sleep(0.01)
             await first.commit()
             await later
             await second.commit()
