@@ -409,6 +409,26 @@ def test_a_waiting_task_gains_a_point_of_priority_a_minute(db, database_url):
     assert order == [waited_11_min, just_due, waited_9_min]
 
 
+def test_claim_rank_and_event_times_are_inlined_and_unchanged(db):
+    # Inlined: the planner expands them, so no statement sets up a SQL function per call site.
+    for call in ("claim_rank(run_at, priority)", "events_utc(run_at)"):
+        plan = db.execute(f"EXPLAIN VERBOSE SELECT {call} FROM tasks").fetchall()
+        text = "\n".join(row[0] for row in plan)
+        assert call.split("(")[0] not in text, text
+    # The same values as migration 008's `run_at - make_interval(secs => priority * 60)`, in a
+    # session time zone with daylight saving, across its changes.
+    db.execute("SET TimeZone = 'America/New_York'")
+    row = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE claim_rank(t, p)"
+        "                                  <> t - make_interval(secs => p * 60))"
+        " FROM generate_series(timestamptz '2026-03-07', '2026-03-10', interval '7 min') AS t,"
+        "      generate_series(-100, 100, 7) AS p"
+    ).fetchone()
+    assert row is not None and row[0] > 10_000 and row[1] == 0
+    utc = db.execute("SELECT events_utc(timestamptz '2026-03-08 03:30:00.25-04')").fetchone()
+    assert utc == ("2026-03-08T07:30:00.250000Z",)
+
+
 async def claim_for_free_slots(conn: AConn, rotation: int = 0) -> Claim:
     return await dispatch.claim_for_free_slots(conn, 60.0, rotation)
 
