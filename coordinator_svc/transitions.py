@@ -3,8 +3,9 @@ with the task, attempt, worker and schedule as fields, and the metrics that coun
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
-from uuid import UUID
+from typing import Any
 
 from common.logs import get_logger
 from coordinator_svc.metrics import ATTEMPTS_ENDED, HANDOVERS, RUN_DURATION, START_DELAY
@@ -12,17 +13,22 @@ from store.models import ClaimedAttempt, EndedAttempt, StartedAttempt
 
 log = get_logger("skiplock.tasks")
 
+# Counted per attempt: the labelled children are looked up once, not at every transition.
+ACCEPTED = HANDOVERS.labels("accepted")
 
-def ids(task_id: UUID, schedule_id: UUID | None) -> dict[str, str | None]:
-    return {"task_id": str(task_id), "schedule_id": str(schedule_id) if schedule_id else None}
+
+@functools.cache
+def ended_counter(status: str, reason: str | None) -> Any:
+    return ATTEMPTS_ENDED.labels(status, reason or "none")
 
 
 def handed_over(attempts: Iterable[ClaimedAttempt]) -> None:
     for a in attempts:
-        HANDOVERS.labels("accepted").inc()
+        ACCEPTED.inc()
         log.info(
             "task dispatched",
-            **ids(a.task_id, a.schedule_id),
+            task_id=str(a.task_id),
+            schedule_id=a.schedule_id and str(a.schedule_id),
             attempt=a.attempt,
             worker_id=a.worker_id,
         )
@@ -34,7 +40,8 @@ def started(attempts: Iterable[StartedAttempt]) -> None:
             START_DELAY.observe(a.start_delay)
             log.info(
                 "task started",
-                **ids(a.task_id, a.schedule_id),
+                task_id=str(a.task_id),
+                schedule_id=a.schedule_id and str(a.schedule_id),
                 attempt=a.attempt,
                 worker_id=a.worker_id,
                 start_delay_seconds=round(a.start_delay, 6),
@@ -47,12 +54,13 @@ def ended(attempts: Iterable[EndedAttempt]) -> None:
         if start is not None:
             started([start])
         duration = a.duration
-        ATTEMPTS_ENDED.labels(a.status, a.reason or "none").inc()
+        ended_counter(a.status, a.reason).inc()
         if duration is not None:
             RUN_DURATION.observe(duration)
         log.info(
             "task ended",
-            **ids(a.task_id, a.schedule_id),
+            task_id=str(a.task_id),
+            schedule_id=a.schedule_id and str(a.schedule_id),
             attempt=a.attempt,
             worker_id=a.worker_id,
             status=a.status,
