@@ -165,6 +165,18 @@ def test_every_statement_prepares_against_the_migrated_schema(database_url):
         assert schema_problems(conn) == []
 
 
+def test_psycopg_caches_the_conversion_of_every_statement():
+    """psycopg re-parses a statement longer than its cache limit at every execution; store.db
+    raises the limit above the longest statement (the claim and the endings are past 4 KiB)."""
+    import psycopg._queries
+
+    import store.db  # noqa: F401  (sets the limit)
+
+    limit = psycopg._queries.MAX_CACHED_STATEMENT_LENGTH
+    too_long = {name: len(s) for name, s in sql_statements().items() if len(s) > limit}
+    assert too_long == {}, f"longer than psycopg caches ({limit} characters): {too_long}"
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
