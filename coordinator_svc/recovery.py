@@ -25,6 +25,13 @@ log = get_logger(__name__)
 # How often to look for silent workers; with lost_after = 3 s a dead worker's attempts are
 # ended within lost_after + this interval of its last heartbeat (see docs/RELIABILITY.md).
 REAP_INTERVAL = 0.25
+# A pass that declares workers lost ends their open attempts at once. Other passes look for open
+# attempts of lost workers only every this many (once a second): such attempts are left only
+# when the coordinator that declared their worker lost died before ending them, or when a claim
+# gave the worker an attempt just as it was declared lost. An idle pass is then one statement.
+SWEEP_EVERY = 4
+# Open attempts ended per pass.
+SWEEP_BATCH = 500
 
 
 async def reap_once(
@@ -32,11 +39,14 @@ async def reap_once(
     config: CoordinatorConfig,
     wakeups: Wakeups,
     hearing: Hearing | None = None,
+    sweep: bool = True,
 ) -> int:
     """Declare silent workers lost (unless `hearing` says silence cannot be judged yet) and end
-    the open attempts of lost workers."""
+    the open attempts of the workers it declared lost, or of all lost workers when `sweep`.
+    Returns how many attempts it ended."""
 
     async def find(conn: psycopg.AsyncConnection[Any]) -> list[AttemptKey]:
+        lost: list[str] = []
         if hearing is None or hearing.contact(asyncio.get_running_loop().time()):
             lost = await dispatch.declare_lost_workers(conn, config.lost_after)
             if lost:
@@ -46,9 +56,13 @@ async def reap_once(
                     worker_ids=lost,
                     silent_for_seconds=config.lost_after,
                 )
-        return await dispatch.open_attempts_of_lost_workers(conn, 500)
+        if not (lost or sweep):
+            return []
+        return await dispatch.open_attempts_of_lost_workers(conn, SWEEP_BATCH)
 
-    keys = await in_transaction(pool, find)
+    # Each statement commits on its own: a worker declared lost stays lost, and its attempts
+    # are found by this pass's query or by any later sweep.
+    keys = await in_transaction(pool, find, atomic=False)
     if keys:
         await record_endings(
             pool,
@@ -95,10 +109,15 @@ async def reaper_loop(
     pool: AsyncConnectionPool, config: CoordinatorConfig, wakeups: Wakeups, stop: asyncio.Event
 ) -> None:
     hearing = Hearing(config.lost_after, config.heartbeat_interval + REAP_INTERVAL)
+    passes, sweep_next = 0, True
     while not stop.is_set():
         try:
-            await reap_once(pool, config, wakeups, hearing)
+            sweep = sweep_next or passes % SWEEP_EVERY == 0
+            ended = await reap_once(pool, config, wakeups, hearing, sweep)
+            sweep_next = ended == SWEEP_BATCH  # maybe more are left
+            passes += 1
         except DB_ERRORS as exc:
             DATABASE_ERRORS.labels("reap").inc()
             log.warning("lost-worker scan failed (%s); retrying", exc)
+            sweep_next = True
         await sleep_or_stop(stop, REAP_INTERVAL)

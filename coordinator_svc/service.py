@@ -53,7 +53,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             return await record_heartbeat(conn, request, self.config.handover_grace)
 
         try:
-            outcome = await in_transaction(self.pool, work)
+            # Not atomic: every statement stands on its own (the endings are fenced), and the
+            # worker's row is not held locked from claims while the rest runs.
+            outcome = await in_transaction(self.pool, work, atomic=False)
         except DB_ERRORS as exc:
             DATABASE_ERRORS.labels("heartbeat").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")

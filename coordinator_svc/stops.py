@@ -37,8 +37,11 @@ async def stop_loop(
     while not stop.is_set():
         wakeups.stops.clear()
         try:
+            # One statement: no transaction around it.
             requests = await in_transaction(
-                pool, lambda conn: dispatch.take_pending_stops(conn, RESEND_AFTER, BATCH)
+                pool,
+                lambda conn: dispatch.take_pending_stops(conn, RESEND_AFTER, BATCH),
+                atomic=False,
             )
         except DB_ERRORS as exc:
             DATABASE_ERRORS.labels("stops").inc()
