@@ -49,10 +49,15 @@ def started(attempts: Iterable[StartedAttempt]) -> None:
 
 
 def ended(attempts: Iterable[EndedAttempt]) -> None:
+    """One line per ending. When the ending is also how the start became known (the command
+    ended before its start report was sent, as most short commands do), the start is not a line
+    of its own: this line carries its `start_delay_seconds`."""
     for a in attempts:
         start = a.as_started()
+        also: dict[str, float] = {}
         if start is not None:
-            started([start])
+            START_DELAY.observe(start.start_delay)
+            also["start_delay_seconds"] = round(start.start_delay, 6)
         duration = a.duration
         ended_counter(a.status, a.reason).inc()
         if duration is not None:
@@ -68,4 +73,5 @@ def ended(attempts: Iterable[EndedAttempt]) -> None:
             exit_code=a.exit_code,
             duration_seconds=None if duration is None else round(duration, 6),
             task_status=a.task_status,
+            **also,
         )
