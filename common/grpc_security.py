@@ -133,7 +133,13 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
 
+        async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            await deny(None, context)
+            yield  # never reached: an async generator, as a streaming method's handler is
+
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
+        # A streaming method is denied as a stream: at once, not after a first request.
+        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
 
     async def intercept_service(
         self,
@@ -143,7 +149,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         open_service = handler_call_details.method.startswith(OPEN_SERVICES)
         if open_service or _token_matches(handler_call_details.invocation_metadata, self._token):
             return await continuation(handler_call_details)
-        return self._deny
+        handler = await continuation(handler_call_details)
+        return self._deny_stream if handler and handler.request_streaming else self._deny
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]

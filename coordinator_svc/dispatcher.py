@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -17,7 +16,7 @@ from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.endings import record_endings
 from coordinator_svc.metrics import CLAIMED, CLAIMS, HANDOVERS
 from coordinator_svc.wakeups import Wakeups
-from coordinator_svc.worker_stubs import WorkerStubs
+from coordinator_svc.worker_stubs import NoAnswer, NotSent, WorkerStubs
 from proto import skiplock_pb2 as pb
 from proto.timestamps import to_timestamp
 from store import dispatch
@@ -121,30 +120,27 @@ class Dispatcher:
         return min(max(claim_.next_due_in, 0.0), self.config.poll_interval)
 
     async def hand_over(self, attempts: list[ClaimedAttempt]) -> None:
-        """Send one worker its attempts in one call; give back those it refused, or all of them
-        when it could not be reached. Without an answer in time the worker may have taken them:
-        they stay its own, and reconciliation settles them from its heartbeats (an attempt it
-        does not hold is given back after the hand-over grace; a dead worker is declared lost),
-        so no attempt is started twice."""
+        """Send one worker its attempts in one message on its stream; give back those it
+        refused, or all of them when they could not be written to it. Written but without an
+        answer in time, the worker may have taken them: they stay its own, and reconciliation
+        settles them from its heartbeats (an attempt it does not hold is given back after the
+        hand-over grace; a dead worker is declared lost), so no attempt is started twice."""
         worker_id, address = attempts[0].worker_id, attempts[0].address
         request = pb.SubmitTasksRequest(attempts=[self.submit_request(a) for a in attempts])
         try:
-            response = await self.stubs.get(address).SubmitTasks(
-                request, timeout=self.config.submit_timeout, metadata=self.stubs.metadata
+            response = await self.stubs.submit(address, request, self.config.submit_timeout)
+        except NoAnswer as exc:
+            HANDOVERS.labels("no_answer").inc(len(attempts))
+            log.warning(
+                "hand-over unanswered; left to reconciliation",
+                worker_id=worker_id,
+                attempts=len(attempts),
+                task_ids=[str(a.task_id) for a in attempts],
+                detail=str(exc),
             )
-        except grpc.aio.AioRpcError as exc:
-            detail = f"{exc.code().name}: {exc.details()}"
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                HANDOVERS.labels("no_answer").inc(len(attempts))
-                log.warning(
-                    "hand-over unanswered; left to reconciliation",
-                    worker_id=worker_id,
-                    attempts=len(attempts),
-                    task_ids=[str(a.task_id) for a in attempts],
-                    detail=detail,
-                )
-                return
-            refused = [(a, EndReason.WORKER_UNREACHABLE, detail) for a in attempts]
+            return
+        except NotSent as exc:
+            refused = [(a, EndReason.WORKER_UNREACHABLE, str(exc)) for a in attempts]
         else:
             if len(response.results) != len(attempts):
                 HANDOVERS.labels("protocol_error").inc(len(attempts))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +16,7 @@ from common import grpc_security
 from common.loops import supervise
 from common.metrics import DATABASE_ERRORS, serve_metrics
 from common.ready import write_ready_file
+from common.streams import StreamEnds
 from coordinator_svc import transitions
 from coordinator_svc.config import CoordinatorConfig
 from coordinator_svc.cron import cron_loop
@@ -42,6 +43,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self.pool = pool
         self.config = config
         self.wakeups = wakeups
+        self.streams = StreamEnds()
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
         problem = checks.heartbeat_problem(request)
@@ -72,6 +74,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     async def ReportStatus(
         self, request: pb.ReportStatusRequest, context: Any
     ) -> pb.ReportStatusResponse:
+        return await self.report(request, context)
+
+    async def ReportStream(
+        self, requests: AsyncIterator[pb.ReportStatusRequest], context: Any
+    ) -> AsyncIterator[pb.ReportStatusResponse]:
+        async for request in self.streams.requests(requests):
+            yield await self.report(request, context)
+
+    async def report(
+        self, request: pb.ReportStatusRequest, context: Any
+    ) -> pb.ReportStatusResponse:
+        """One batch of reports, from either call: an error aborts the call or stream."""
         problem = checks.report_status_problem(request)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -114,7 +128,8 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     stubs = WorkerStubs(config.security)
     dispatcher = Dispatcher(pool, config, wakeups, stubs)
     server = grpc_security.server(config.security, caller_role=grpc_security.WORKER)
-    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(pool, config, wakeups), server)
+    service = CoordinatorService(pool, config, wakeups)
+    pb_grpc.add_CoordinatorServicer_to_server(service, server)
     health = grpc_security.Health(server)
     port = grpc_security.add_port(server, config.listen.grpc_target(), config.security)
     await server.start()
@@ -140,6 +155,7 @@ async def serve(config: CoordinatorConfig, stop: asyncio.Event) -> None:
         )
     finally:
         await health.stopping()
+        service.streams.stop()
         await server.stop(grace=5.0)
         await stubs.close()
         await pool.close()

@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,12 @@ class AcceptingCoordinator(pb_grpc.CoordinatorServicer):
         self, request: pb.ReportStatusRequest, context: Any
     ) -> pb.ReportStatusResponse:
         return pb.ReportStatusResponse()
+
+    async def ReportStream(
+        self, requests: AsyncIterator[pb.ReportStatusRequest], context: Any
+    ) -> AsyncIterator[pb.ReportStatusResponse]:
+        async for _ in requests:
+            yield pb.ReportStatusResponse()
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
         return pb.HeartbeatResponse()

@@ -15,7 +15,7 @@ from devtools.cluster import LOOPBACK, ServiceProcess, wait_for
 from devtools.tasks import submit, wait_status
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
-from tests.support.grpc_calls import Metadata, call_code
+from tests.support.grpc_calls import Metadata, call_code, stream_code
 
 
 def listening_hosts(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -64,6 +64,13 @@ def test_calls_without_the_cluster_token_are_unauthenticated(cluster_factory, db
                 grpc.StatusCode.UNAUTHENTICATED
             )
             assert call_code(worker.SubmitTasks, submit_request, metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+            # The streams too, refused when they open rather than after a first request.
+            assert stream_code(coordinator.ReportStream, pb.ReportStatusRequest(), metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+            assert stream_code(worker.SubmitStream, submit_request, metadata) == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
             cancel = pb.CancelTaskRequest(ref=attempt.ref)

@@ -29,7 +29,7 @@ from devtools.tasks import submit, wait_status
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 from tests.conftest import ClusterFactory
-from tests.support.grpc_calls import bearer, call_code
+from tests.support.grpc_calls import bearer, call_code, stream_code
 from worker_svc import config as worker_config
 
 WORKERS = ("worker-1", "worker-2")
@@ -159,6 +159,9 @@ def test_a_worker_speaks_only_for_itself(mtls, certs):
         assert status_code(stub.ReportStatus, fake_success, mtls.token) == (
             grpc.StatusCode.PERMISSION_DENIED
         )
+        assert stream_code(stub.ReportStream, fake_success, bearer(mtls.token)) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
     assert registered_workers(mtls) == list(WORKERS)
 
 
@@ -171,7 +174,11 @@ def test_each_direction_needs_its_own_role(mtls, certs):
     target = worker_target(mtls, "worker-2")
     with tls_channel(target, certs["ca"].cert, certs["worker-1"]) as channel:
         code = status_code(pb_grpc.WorkerStub(channel).SubmitTasks, hand_over, mtls.token)
-    assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        stream = pb_grpc.WorkerStub(channel).SubmitStream
+        assert stream_code(stream, hand_over, bearer(mtls.token)) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
     # ...nor can the scheduler's (no skiplock role), and a coordinator's cannot pose as a worker.
     with tls_channel(target, certs["ca"].cert, certs["scheduler"]) as channel:
         code = status_code(pb_grpc.WorkerStub(channel).SubmitTasks, hand_over, mtls.token)

@@ -1,7 +1,9 @@
-"""Calls to the coordinators: any one of them answers for the cluster, so fail over in turn."""
+"""Calls to the coordinators: any one of them answers for the cluster, so fail over in turn.
+Reports travel on one long-lived ReportStream to the coordinator in use."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -27,6 +29,17 @@ class NoCoordinatorReachable(Exception):
     pass
 
 
+class StreamEnded(Exception):
+    """The coordinator ended the report stream (it is stopping) without answering."""
+
+    def details(self) -> str:
+        return "the coordinator ended the stream"
+
+
+# What a broken report stream raises: the batch then goes again, on a new stream.
+STREAM_ERRORS = (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError, StreamEnded)
+
+
 class CoordinatorClient:
     def __init__(self, targets: Sequence[str], security: grpc_security.GrpcSecurity) -> None:
         self._targets = list(targets)
@@ -36,8 +49,14 @@ class CoordinatorClient:
         ]
         self._stubs = [pb_grpc.CoordinatorStub(c) for c in self._channels]
         self._current = 0
+        # The open report stream: (index of its coordinator, call). One batch at a time.
+        self._stream: tuple[int, Any] | None = None
+        self._report_lock = asyncio.Lock()
+        # Coordinators without ReportStream (older versions): reports go by ReportStatus.
+        self._unary_only: set[int] = set()
 
     async def close(self) -> None:
+        self._drop_stream()
         for channel in self._channels:
             await channel.close()
 
@@ -73,7 +92,64 @@ class CoordinatorClient:
     async def report(
         self, request: pb.ReportStatusRequest, timeout: float
     ) -> pb.ReportStatusResponse:
-        response: pb.ReportStatusResponse = await self._call(
-            lambda s: s.ReportStatus, request, timeout
+        """Send a batch on the report stream and wait for its answer. On any failure drop the
+        stream and try the next coordinator, as `_call` does; sending a batch again changes
+        nothing twice, so one whose answer was lost is simply sent again."""
+        async with self._report_lock:
+            last_error: BaseException | None = None
+            share = timeout / len(self._stubs)
+            for offset in range(len(self._stubs)):
+                index = (self._current + offset) % len(self._stubs)
+                try:
+                    async with asyncio.timeout(share):  # a timer, not a task per batch
+                        response = await self._exchange(index, request)
+                except STREAM_ERRORS as exc:
+                    self._drop_stream()
+                    last_error = exc
+                    continue
+                self._current = index
+                return response
+            detail = describe(last_error) if last_error else "no coordinators configured"
+            raise NoCoordinatorReachable(f"{self._targets}: {detail}")
+
+    async def _exchange(
+        self, index: int, request: pb.ReportStatusRequest
+    ) -> pb.ReportStatusResponse:
+        if index not in self._unary_only:
+            try:
+                return await self._on_stream(index, request)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self._drop_stream()
+                self._unary_only.add(index)
+        response: pb.ReportStatusResponse = await self._stubs[index].ReportStatus(
+            request, metadata=self._metadata
         )
         return response
+
+    async def _on_stream(
+        self, index: int, request: pb.ReportStatusRequest
+    ) -> pb.ReportStatusResponse:
+        if self._stream is not None and (self._stream[0] != index or self._stream[1].done()):
+            self._drop_stream()  # another coordinator now, or it ended while idle
+        if self._stream is None:
+            self._stream = (index, self._stubs[index].ReportStream(metadata=self._metadata))
+        call = self._stream[1]
+        await call.write(request)
+        response = await call.read()
+        if response is grpc.aio.EOF:
+            raise StreamEnded()
+        assert isinstance(response, pb.ReportStatusResponse)
+        return response
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream[1].cancel()
+            self._stream = None
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError | StreamEnded):
+        return exc.details() or ""
+    return str(exc) or type(exc).__name__

@@ -232,7 +232,8 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     )
     client = CoordinatorClient(config.coordinators, config.security)
     worker = Worker(config, client)
-    pb_grpc.add_WorkerServicer_to_server(WorkerServicer(worker), server)
+    servicer = WorkerServicer(worker)
+    pb_grpc.add_WorkerServicer_to_server(servicer, server)
     health = grpc_security.Health(server)
     await server.start()
     await health.serving()
@@ -275,5 +276,6 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
         await worker.stop_all()
         # What the last attempts left behind dies with the worker, not after it.
         worker.runner.reaper.flush()
+        servicer.streams.stop()
         await server.stop(grace=1.0)
         await client.close()

@@ -1,11 +1,14 @@
-"""The worker's gRPC edge: turns SubmitTasks and CancelTask calls into work for the Worker."""
+"""The worker's gRPC edge: turns SubmitTasks (or SubmitStream) and CancelTask calls into work
+for the Worker."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from common.streams import StreamEnds
 from proto import checks
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
@@ -21,6 +24,7 @@ MAX_ATTEMPTS_PER_CALL = 1000
 class WorkerServicer(pb_grpc.WorkerServicer):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.streams = StreamEnds()
 
     async def SubmitTasks(
         self, request: pb.SubmitTasksRequest, context: Any
@@ -31,6 +35,15 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 f"send 1-{MAX_ATTEMPTS_PER_CALL} attempts per call",
             )
         return pb.SubmitTasksResponse(results=[self.submit(a) for a in request.attempts])
+
+    async def SubmitStream(
+        self, requests: AsyncIterator[pb.SubmitTasksRequest], context: Any
+    ) -> AsyncIterator[pb.SubmitTasksResponse]:
+        # Headers at once: the coordinator writes its first hand-over only once the stream is
+        # known to be up, so one that fails before is known never to have been seen.
+        await context.send_initial_metadata(())
+        async for request in self.streams.requests(requests):
+            yield await self.SubmitTasks(request, context)
 
     def submit(self, request: pb.SubmitTaskRequest) -> pb.SubmitTaskResponse:
         """Accept one attempt and start it in the background, or say why not."""

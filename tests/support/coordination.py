@@ -26,14 +26,14 @@ from tests.support.inprocess import grpc_server
 
 
 async def claim_for(
-    pool: AsyncConnectionPool, worker_id: str, address: str, count: int = 1
+    pool: AsyncConnectionPool, worker_id: str, address: str, count: int = 1, command: str = "true"
 ) -> list[ClaimedAttempt]:
     """Register `worker_id` at `address` with `count` free slots, queue `count` tasks and claim
     them for it: their attempts 1 are open (`dispatched`) and the worker's."""
 
     async def work(conn: psycopg.AsyncConnection[Any]) -> list[ClaimedAttempt]:
         await dispatch.upsert_worker(conn, worker_id, address, count, False)
-        new = [(uuid.uuid4(), NewTask("true", None, None)) for _ in range(count)]
+        new = [(uuid.uuid4(), NewTask(command, None, None)) for _ in range(count)]
         await tasks.insert_tasks(conn, new)
         claimed = (await dispatch.claim_for_free_slots(conn, 60.0, 0)).attempts
         assert len(claimed) == count and {c.worker_id for c in claimed} == {worker_id}

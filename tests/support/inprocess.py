@@ -81,7 +81,8 @@ async def eventually(
 
 
 class Recorder(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Notes every unary request a server receives (method, message) before handling it."""
+    """Notes every request a server receives (method, message) before handling it, those on
+    streams too."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -93,6 +94,8 @@ class Recorder(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
     ) -> Any:
         handler = await continuation(details)
+        if handler is not None and handler.stream_stream is not None:
+            return self._recording_stream(handler, details.method)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
@@ -102,6 +105,24 @@ class Recorder(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
+            record,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _recording_stream(self, handler: Any, method: str) -> Any:
+        inner = handler.stream_stream
+
+        async def record(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async def noted() -> AsyncIterator[Any]:
+                async for request in requests:
+                    self.calls.append((method, request))
+                    yield request
+
+            async for response in inner(noted(), context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
             record,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

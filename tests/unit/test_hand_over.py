@@ -5,7 +5,7 @@ answer about in time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from proto import skiplock_pb2_grpc as pb_grpc
 from store.models import AttemptRow
 from tests.support.coordination import attempt_row, claim_for, open_pool
 from tests.support.inprocess import (
+    Recorder,
     grpc_server,
     refusing_address,
     serving_worker,
@@ -114,10 +115,52 @@ def test_a_worker_that_rejects_the_token_is_worker_unreachable(database_url, wor
     assert all(r.detail and r.detail.startswith("UNAUTHENTICATED") for r in rows)
 
 
-def test_no_answer_in_time_leaves_the_attempts_to_reconciliation(database_url):
+def test_a_worker_whose_stream_never_opens_is_worker_unreachable(database_url):
+    # Nothing was written to it, so it cannot have started anything.
     with silent_address() as address:
         rows = asyncio.run(hand_over(database_url, address, submit_timeout=0.5))
+    assert endings(rows) == [("failed", "worker_unreachable")] * 2
+    assert all(r.detail and r.detail.startswith("DEADLINE_EXCEEDED") for r in rows)
+
+
+class MuteWorker(pb_grpc.WorkerServicer):
+    """Opens the hand-over stream, takes what is written to it and never answers."""
+
+    def __init__(self) -> None:
+        self.received: list[pb.SubmitTasksRequest] = []
+
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Any
+    ) -> pb.SubmitTasksResponse:
+        raise AssertionError("hand-overs go on the stream")
+
+    async def SubmitStream(
+        self, requests: AsyncIterator[pb.SubmitTasksRequest], context: Any
+    ) -> AsyncIterator[pb.SubmitTasksResponse]:
+        await context.send_initial_metadata(())
+        async for request in requests:
+            self.received.append(request)
+        yield pb.SubmitTasksResponse()  # never reached while the stream is open
+
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: Any
+    ) -> pb.CancelTaskResponse:
+        return pb.CancelTaskResponse()
+
+
+def test_no_answer_in_time_leaves_the_attempts_to_reconciliation(database_url):
+    mute = MuteWorker()
+
+    async def scenario() -> list[AttemptRow]:
+        def add(server: grpc.aio.Server) -> None:
+            pb_grpc.add_WorkerServicer_to_server(mute, server)
+
+        async with grpc_server(add) as address:
+            return await hand_over(database_url, address, submit_timeout=0.5)
+
+    rows = asyncio.run(scenario())
     assert endings(rows) == [("dispatched", None)] * 2
+    assert [len(r.attempts) for r in mute.received] == [2]
 
 
 class MiscountingWorker(pb_grpc.WorkerServicer):
@@ -130,6 +173,13 @@ class MiscountingWorker(pb_grpc.WorkerServicer):
             results=[pb.SubmitTaskResponse(accepted=False, reason="?")]
             * (len(request.attempts) - 1)
         )
+
+    async def SubmitStream(
+        self, requests: AsyncIterator[pb.SubmitTasksRequest], context: Any
+    ) -> AsyncIterator[pb.SubmitTasksResponse]:
+        await context.send_initial_metadata(())
+        async for request in requests:
+            yield await self.SubmitTasks(request, context)
 
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Any
@@ -151,3 +201,64 @@ def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(da
     assert [(e["log_level"], e["worker_id"], e["results"], e["attempts"]) for e in errors] == [
         ("error", "worker-under-test", 2, 3)
     ]
+
+
+class OlderWorker(MiscountingWorker):
+    """A worker of a version without SubmitStream: it answers SubmitTasks correctly."""
+
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Any
+    ) -> pb.SubmitTasksResponse:
+        return pb.SubmitTasksResponse(
+            results=[pb.SubmitTaskResponse(accepted=True)] * len(request.attempts)
+        )
+
+    async def SubmitStream(
+        self, requests: AsyncIterator[pb.SubmitTasksRequest], context: Any
+    ) -> AsyncIterator[pb.SubmitTasksResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        yield pb.SubmitTasksResponse()
+
+
+def test_a_worker_without_the_stream_is_handed_over_by_unary_calls(database_url):
+    recorder = Recorder()
+
+    async def scenario() -> list[AttemptRow]:
+        def add(server: grpc.aio.Server) -> None:
+            pb_grpc.add_WorkerServicer_to_server(OlderWorker(), server)
+
+        async with grpc_server(add, interceptors=[recorder]) as address:
+            return await hand_over(database_url, address)
+
+    assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 2
+    assert [len(r.attempts) for r in recorder.requests("SubmitTasks")] == [2]
+
+
+def test_hand_overs_in_flight_together_on_one_stream_get_their_own_answers(database_url, tmp_path):
+    """The second of two hand-overs written to a one-slot worker is refused; each hand-over
+    gets the answer to its own request, so the database agrees with what the worker holds."""
+    settings = CoordinatorConfig(ListenAddress("127.0.0.1", 0), database_url, GrpcSecurity())
+    with refusing_address() as coordinator:
+        one_slot = worker_config(tmp_path, coordinator, slots=1)
+
+        async def scenario() -> tuple[list[AttemptRow], set[tuple[str, int]]]:
+            async with serving_worker(one_slot) as (live, address), open_pool(database_url) as pool:
+                # A command that holds its slot until the end of the test.
+                claimed = await claim_for(pool, WORKER, address, 2, "sleep 60")
+                stubs = WorkerStubs(GrpcSecurity())
+                dispatcher = Dispatcher(pool, settings, Wakeups(), stubs)
+                try:
+                    await asyncio.gather(*(dispatcher.hand_over([c]) for c in claimed))
+                finally:
+                    await stubs.close()
+                rows = [await attempt_row(pool, c) for c in claimed]
+                held = {
+                    (str(c.task_id), c.attempt)
+                    for c in claimed
+                    if live.holds((str(c.task_id), c.attempt))
+                }
+                return rows, held
+
+        rows, held = asyncio.run(scenario())
+    assert sorted(endings(rows)) == [("dispatched", None), ("failed", "worker_refused")]
+    assert held == {(str(r.task_id), r.attempt) for r in rows if r.status == "dispatched"}

@@ -67,7 +67,7 @@ def test_an_attempt_the_coordinator_revokes_is_stopped(database_url, tmp_path: P
                 assert await worker.reporter.deliver_once()
 
     asyncio.run(scenario())
-    [request] = recorder.requests("ReportStatus")
+    [request] = recorder.requests("ReportStream")
     [final] = request.reports
     assert (final.state, final.exit_code) == (pb.ATTEMPT_STATE_CANCELLED, 128 + 15)
     assert final.finished_at.ToDatetime(UTC) <= datetime.now(UTC)

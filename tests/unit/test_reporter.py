@@ -38,10 +38,10 @@ class Setup:
     stale: list[Key] = field(default_factory=list)
 
     def sent(self) -> list[list[tuple[Key, int]]]:
-        """Each ReportStatus call the coordinator received, as (attempt, state) pairs."""
+        """Each report batch the coordinator received, as (attempt, state) pairs."""
         return [
             [((r.ref.task_id, r.ref.attempt), r.state) for r in request.reports]
-            for request in self.recorder.requests("ReportStatus")
+            for request in self.recorder.requests("ReportStream")
         ]
 
     async def dispatched_attempt(self) -> Key:
@@ -138,7 +138,7 @@ def test_reports_are_kept_while_no_coordinator_answers_and_delivered_once_one_do
             await client.close()
 
     asyncio.run(scenario())
-    assert [len(request.reports) for request in recorder.requests("ReportStatus")] == [1]
+    assert [len(request.reports) for request in recorder.requests("ReportStream")] == [1]
 
 
 def test_stale_attempts_are_stopped_and_their_reports_dropped(database_url):
@@ -208,14 +208,14 @@ def test_an_attempts_last_output_travels_with_its_final_report(database_url, tmp
             setup.reporter.add(report(key, pb.ATTEMPT_STATE_RUNNING))
             setup.reporter.add(report(key, pb.ATTEMPT_STATE_SUCCEEDED))
             assert await setup.reporter.deliver_once()
-            (request,) = setup.recorder.requests("ReportStatus")
+            (request,) = setup.recorder.requests("ReportStream")
             assert [r.state for r in request.reports] == [pb.ATTEMPT_STATE_SUCCEEDED]
             assert [(d.head, d.tail, d.size) for d in request.outputs] == [(b"abcd", b"ghij", 10)]
             assert await stored_output(setup.pool, key) == (b"abcd", 2, b"ghij")
             os.write(writer, b"written after the end")
             os.close(writer)
             assert await setup.reporter.deliver_once()
-            assert len(setup.recorder.requests("ReportStatus")) == 1  # nothing left to send
+            assert len(setup.recorder.requests("ReportStream")) == 1  # nothing left to send
             assert str(tmp_path / f"{key[0]}.log") not in open_files()  # closed once delivered
 
     asyncio.run(scenario())
@@ -238,7 +238,7 @@ def test_a_running_attempts_output_is_shipped_while_it_runs(database_url, tmp_pa
                 stop.set()
                 await loop
                 os.close(writer)
-            assert all(not r.reports for r in setup.recorder.requests("ReportStatus"))
+            assert all(not r.reports for r in setup.recorder.requests("ReportStream"))
 
     asyncio.run(scenario())
 
