@@ -7,6 +7,8 @@ coordinator's CPU per task"). Run it in two checkouts, in turn, to compare them.
   pool     one checkout and return of a pooled connection (the services' pool): µs
   convert  psycopg's conversion of the claim and the ending statements, as executing them
            does it: µs each
+  outputs  building and converting the merge of output deltas for execution, a batch of 1 and
+           of 10 deltas of a short line each (the report batch's usual sizes): µs per batch
   idle     an idle cluster (1 coordinator, 2 workers x 4 slots, scheduler): the coordinator's
            CPU per second of its background loops and the workers' heartbeats: ms/s
 """
@@ -83,6 +85,29 @@ def bench_convert() -> dict[str, float]:
     return times
 
 
+def bench_outputs() -> dict[int, float]:
+    from psycopg._queries import PostgresQuery
+    from psycopg.adapt import Transformer
+
+    import store.db  # noqa: F401  (the services' settings)
+    from store import outputs
+    from store.models import OutputDelta
+
+    transformer = Transformer()
+    times = {}
+    for count in (1, 10):
+        deltas = [
+            OutputDelta(uuid.uuid4(), 1, "worker-1", 0, b"hello\n", 6, b"", 6, 4096)
+            for _ in range(count)
+        ]
+
+        def convert(deltas: list[OutputDelta] = deltas) -> None:
+            PostgresQuery(transformer).convert(outputs.MERGE_OUTPUTS, outputs.output_params(deltas))
+
+        times[count] = best_us(convert, 2000)
+    return times
+
+
 async def bench_pool(url: str) -> float:
     from store.db import make_pool
 
@@ -131,7 +156,7 @@ def bench_idle(seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", default=["logs", "pool", "convert", "idle"])
+    parser.add_argument("parts", nargs="*", default=["logs", "pool", "convert", "outputs", "idle"])
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     # One per run: structlog keeps the configuration a logger was first used with.
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -141,6 +166,9 @@ def main() -> None:
     if "convert" in args.parts:
         for name, us in bench_convert().items():
             print(f"convert {name}: {us:.1f} µs")
+    if "outputs" in args.parts:
+        for count, us in bench_outputs().items():
+            print(f"outputs, {count} deltas: {us:.1f} µs")
     if "pool" in args.parts:
         from devtools import databases
 

@@ -5,10 +5,11 @@ Functions take a connection; the caller owns the transaction.
 
 from __future__ import annotations
 
+from base64 import b64encode
 from collections.abc import Sequence
 from uuid import UUID
 
-from store.db import Conn, fetch_one
+from store.db import Conn, fetch_one, json_array
 from store.models import AttemptOutput, OutputDelta
 
 # Merge output deltas into their attempts' stored copies, each only for the attempt's own
@@ -22,11 +23,11 @@ from store.models import AttemptOutput, OutputDelta
 # last output in the same round trip (dispatch.END_ATTEMPTS_AND_OUTPUTS).
 MERGE_OUTPUT_CTES = """
 d AS (
-    SELECT * FROM unnest(%(out_task_ids)s::uuid[], %(out_attempts)s::int[],
-                         %(out_worker_ids)s::text[], %(out_head_offsets)s::int8[],
-                         %(out_heads)b::bytea[], %(out_tail_offsets)s::int8[],
-                         %(out_tails)b::bytea[], %(out_sizes)s::int8[], %(out_caps)s::int8[])
-           AS d (task_id, attempt, worker_id, head_offset, head, tail_offset, tail, size, cap)
+    SELECT r.task_id, r.attempt, r.worker_id, r.head_offset, decode(r.head, 'base64') AS head,
+           r.tail_offset, decode(r.tail, 'base64') AS tail, r.size, r.cap
+    FROM jsonb_to_recordset(%(outs)s::jsonb)
+         AS r (task_id uuid, attempt int, worker_id text, head_offset int8, head text,
+               tail_offset int8, tail text, size int8, cap int8)
 ), joined AS (
     SELECT d.task_id, d.attempt, d.cap,
            CASE WHEN length(d.head) = 0 THEN coalesce(o.head, ''::bytea)
@@ -70,18 +71,19 @@ SELECT count(*) FROM merged
 """
 
 
-def output_params(deltas: Sequence[OutputDelta]) -> dict[str, list[object]]:
-    """MERGE_OUTPUT_CTES's parameters."""
+def output_params(deltas: Sequence[OutputDelta]) -> dict[str, str]:
+    """MERGE_OUTPUT_CTES's parameter: the deltas as one JSON array (db.json_array), their bytes
+    in base64, which carries any byte (NUL, invalid UTF-8) through JSON unchanged."""
     return {
-        "out_task_ids": [d.task_id for d in deltas],
-        "out_attempts": [d.attempt for d in deltas],
-        "out_worker_ids": [d.worker_id for d in deltas],
-        "out_head_offsets": [d.head_offset for d in deltas],
-        "out_heads": [d.head for d in deltas],
-        "out_tail_offsets": [d.tail_offset for d in deltas],
-        "out_tails": [d.tail for d in deltas],
-        "out_sizes": [d.size for d in deltas],
-        "out_caps": [d.cap for d in deltas],
+        "outs": json_array([
+            {
+                "task_id": d.task_id, "attempt": d.attempt, "worker_id": d.worker_id,
+                "head_offset": d.head_offset, "head": b64encode(d.head).decode("ascii"),
+                "tail_offset": d.tail_offset, "tail": b64encode(d.tail).decode("ascii"),
+                "size": d.size, "cap": d.cap,
+            }
+            for d in deltas
+        ])
     }
 
 
