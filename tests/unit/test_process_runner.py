@@ -268,3 +268,23 @@ def test_a_stop_after_the_start_ends_the_wait_at_once_and_leaves_no_hook(tmp_pat
     outcome, work = asyncio.run(scenario())
     assert (outcome.state, outcome.exit_code) == (pb.ATTEMPT_STATE_CANCELLED, 128 + 15)
     assert work.on_stop is None
+
+
+def test_a_running_commands_output_reaches_its_file_while_it_runs(tmp_path):
+    async def scenario() -> Outcome:
+        work = execution(tmp_path, "echo early; sleep 30")
+        running = asyncio.create_task(ProcessRunner(5.0).run(work, lambda: None))
+        assert await file_text(work.output_path) == "early\n"
+        assert not running.done()
+        work.stop(pb.ATTEMPT_STATE_CANCELLED)
+        return await asyncio.wait_for(running, 10)
+
+    assert asyncio.run(scenario()).state == pb.ATTEMPT_STATE_CANCELLED
+
+
+def test_output_larger_than_the_pipe_is_copied_whole(tmp_path):
+    # More than the pipe holds before the worker watches it: the command waits, then goes on.
+    work = execution(tmp_path, "head -c 1000000 /dev/zero; echo done")
+    outcome, _ = asyncio.run(run(ProcessRunner(5.0), work))
+    assert (outcome.state, outcome.detail) == (pb.ATTEMPT_STATE_SUCCEEDED, "")
+    assert work.output_path.read_bytes() == b"\0" * 1000000 + b"done\n"
