@@ -147,15 +147,22 @@ async def unfinished_runs(
 async def cron_loop(
     pool: AsyncConnectionPool, config: CoordinatorConfig, wakeups: Wakeups, stop: asyncio.Event
 ) -> None:
-    """Fire due schedules; sleep until the next fire time, a wake-up or the poll interval."""
+    """Fire due schedules; sleep until the next fire time, a wake-up or the poll interval.
+
+    Each round first asks, in one statement and no transaction, when the earliest schedule is
+    due; only when one is due now does a pass run (its own transaction), and then the loop asks
+    again. An idle round is one round trip; what the pass claims and decides is unchanged, and a
+    schedule is due for the pass whenever the question saw it due (the pass's now() is later).
+    """
     while not stop.is_set():
-        wakeups.cron.clear()
+        wakeups.cron.clear()  # before the question: a change after it wakes the wait below
         try:
-            result = await in_transaction(pool, fire_due)
-            observe_pass(result)
-            for topic in result.topics:
-                wakeups.on(topic)
-            delay = 0.0 if result.full else await next_fire_delay(pool, config.poll_interval)
+            delay = await next_fire_delay(pool, config.poll_interval)
+            if delay == 0:
+                result = await in_transaction(pool, fire_due)
+                observe_pass(result)
+                for topic in result.topics:
+                    wakeups.on(topic)
         except DB_ERRORS as exc:
             DATABASE_ERRORS.labels("cron").inc()
             log.warning("firing schedules failed (%s); retrying", exc)

@@ -9,6 +9,8 @@ coordinator's CPU per task"). Run it in two checkouts, in turn, to compare them.
            does it: µs each
   outputs  building and converting the merge of output deltas for execution, a batch of 1 and
            of 10 deltas of a short line each (the report batch's usual sizes): µs per batch
+  cron     the cron loop alone with no schedule, its poll interval 0.05 s so that rounds add
+           up: CPU µs per idle round (one a second at the default interval)
   idle     an idle cluster (1 coordinator, 2 workers x 4 slots, scheduler): the coordinator's
            CPU per second of its background loops and the workers' heartbeats: ms/s
 """
@@ -126,6 +128,52 @@ async def bench_pool(url: str) -> float:
         await pool.close()
 
 
+def bench_cron(seconds: float) -> float:
+    from types import SimpleNamespace
+
+    import uvloop
+
+    from coordinator_svc import cron
+    from coordinator_svc.wakeups import Wakeups
+    from devtools import databases
+    from store.db import make_pool
+    from store.migrate import migrate
+
+    async def run(url: str) -> float:
+        rounds = 0
+        asked = cron.next_fire_delay
+
+        async def counted(pool: object, cap: float) -> float:  # once per idle round, either way
+            nonlocal rounds
+            rounds += 1
+            return await asked(pool, cap)  # type: ignore[arg-type]
+
+        cron.next_fire_delay = counted  # type: ignore[assignment]
+        pool = make_pool(url, 1, 2, "skiplock-bench")
+        await pool.open(wait=True)
+        try:
+            stop = asyncio.Event()
+            config = SimpleNamespace(poll_interval=0.05)
+            loop = asyncio.create_task(cron.cron_loop(pool, config, Wakeups(), stop))  # type: ignore[arg-type]
+            await asyncio.sleep(1)
+            cpu, counted_rounds = time.process_time(), rounds
+            await asyncio.sleep(seconds)
+            cpu, counted_rounds = time.process_time() - cpu, rounds - counted_rounds
+            stop.set()
+            await loop
+            return cpu / counted_rounds * 1e6
+        finally:
+            await pool.close()
+
+    server = databases.discover_server()
+    try:
+        prefix = "skiplock_cron_"
+        with databases.throwaway_database(server.admin_url, prefix, migrate=migrate) as url:
+            return uvloop.run(run(url))
+    finally:
+        server.close()
+
+
 def bench_idle(seconds: float) -> float:
     from devtools import databases
     from devtools.cluster import Cluster
@@ -156,8 +204,11 @@ def bench_idle(seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", default=["logs", "pool", "convert", "outputs", "idle"])
+    parser.add_argument(
+        "parts", nargs="*", default=["logs", "pool", "convert", "outputs", "cron", "idle"]
+    )
     parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument("--cron-seconds", type=float, default=10.0)
     # One per run: structlog keeps the configuration a logger was first used with.
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args()
@@ -177,6 +228,8 @@ def main() -> None:
             print(f"pool checkout and return: {asyncio.run(bench_pool(server.admin_url)):.1f} µs")
         finally:
             server.close()
+    if "cron" in args.parts:
+        print(f"idle cron round: {bench_cron(args.cron_seconds):.0f} µs CPU")
     if "idle" in args.parts:
         print(f"idle coordinator: {bench_idle(args.idle_seconds):.2f} ms CPU per second")
 
