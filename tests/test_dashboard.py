@@ -180,6 +180,10 @@ def test_a_waiting_task_says_what_it_waits_for(
     page.goto(f"/ui/tasks/{first}")
     page.get_by_role("button", name="Cancel task").click()
     page.get_by_role("dialog").get_by_role("button", name="Cancel task").click()
+    # Leaving the page before the cancel's answer arrives could abort the request.
+    expect(page.locator(".fact").filter(has_text="Status").locator(".badge")).to_have_text(
+        "cancelled", timeout=SEEN
+    )
     page.goto(f"/ui/tasks/{waiting}")
     expect(
         page.get_by_text("Never ran: a task in its after failed or was cancelled.")
