@@ -45,6 +45,10 @@ BATCH = 500
 MAX_TICKS_PER_PASS = 1000
 # A schedule whose fire times cannot be computed (e.g. its zone vanished) is retried this late.
 POSTPONE_BROKEN = timedelta(minutes=5)
+# A pass that claimed nothing although a schedule was due found every due one locked by another
+# coordinator's pass (claims skip locked schedules), which fires it: the loop asks again this
+# much later rather than at once, over and over until that pass commits.
+LOCKED_RETRY = 0.02
 
 
 @dataclass
@@ -163,12 +167,19 @@ async def cron_loop(
                 observe_pass(result)
                 for topic in result.topics:
                     wakeups.on(topic)
+                delay = delay_after_pass(result)
         except DB_ERRORS as exc:
             DATABASE_ERRORS.labels("cron").inc()
             log.warning("firing schedules failed (%s); retrying", exc)
             delay = config.poll_interval
         if delay > 0:
             await wait_any([stop, wakeups.cron], delay)
+
+
+def delay_after_pass(result: PassResult) -> float:
+    """Ask again at once after a pass that claimed schedules (more may be due); after one that
+    claimed none, only LOCKED_RETRY later."""
+    return 0.0 if result.claimed else LOCKED_RETRY
 
 
 def observe_pass(result: PassResult) -> None:

@@ -11,7 +11,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from coordinator_svc.cron import MAX_TICKS_PER_PASS, PassResult, fire_due
+from coordinator_svc.cron import (
+    LOCKED_RETRY,
+    MAX_TICKS_PER_PASS,
+    PassResult,
+    delay_after_pass,
+    fire_due,
+)
 from store import schedules
 from tests.support.schedules import create, fire, fire_all, in_transaction, ledger
 
@@ -64,6 +70,20 @@ def test_concurrent_passes_decide_every_tick_exactly_once(database_url, db):
         "SELECT schedule_id, fire_time FROM tasks WHERE scheduled_at = fire_time"
     ).fetchall()
     assert sorted(runs) == sorted(expected)
+
+
+def test_a_pass_that_finds_the_due_schedule_locked_is_retried_later_not_at_once(
+    database_url, db
+):
+    schedule = create(database_url, T0)
+    with psycopg.connect(database_url) as other:  # another coordinator's pass, not committed
+        other.execute("SELECT 1 FROM schedules WHERE id = %s FOR UPDATE", (schedule.id,))
+        locked_out = fire(database_url, s(1))
+        assert locked_out.claimed == 0
+        assert delay_after_pass(locked_out) == LOCKED_RETRY > 0
+    fired = fire(database_url, s(1))
+    assert fired.claimed == 1 and fired.planned == 1
+    assert delay_after_pass(fired) == 0
 
 
 def test_catch_up_runs_recent_ticks_in_order_and_records_older_ones_as_missed(database_url, db):
