@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """What a task's statements cost PostgreSQL: the backend's CPU per task for its insert, its
-claim and its ending (with its output merged), measured from /proc; prints figures (not a test).
+claim and its ending (with its output merged), measured from /proc, in all and statement by
+statement; prints figures (not a test).
 
 Each run uses a fresh database migrated by the tree at --tree (default: this one) and that
 tree's store package, so two trees can be compared in turn (A B A B). Two workers of 4 slots
@@ -56,31 +57,47 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         await dispatch.upsert_worker(conn, worker, "127.0.0.1:1", 4, False)
     per_round = 1 if args.mode == "single" else 100
 
+    # Backend CPU per statement kind, read around each statement: /proc counts in clock ticks,
+    # so one statement reads 0 or a tick, and only the sum over many rounds means something.
+    spent = {"insert": 0.0, "claim": 0.0, "end": 0.0}
+
+    def charge(kind: str, since: float) -> float:
+        now = backend_cpu_seconds(pid)
+        spent[kind] += now - since
+        return now
+
     async def one_round() -> None:
         new = [(uuid.uuid4(), NewTask(command="echo hello", scheduled_at=None,
                                       delay_seconds=None)) for _ in range(per_round)]
+        mark = backend_cpu_seconds(pid)
         await tasks.insert_tasks(conn, new)
+        mark = charge("insert", mark)
         left = per_round
         while left:
             claimed = (await dispatch.claim_for_free_slots(conn, 3600.0, 0)).attempts
+            mark = charge("claim", mark)
             ends = [AttemptEnd(a.task_id, a.attempt, AttemptStatus.SUCCEEDED, None,
                                worker_id=a.worker_id, exit_code=0, output_path="/dev/null")
                     for a in claimed]
             deltas = [OutputDelta(a.task_id, a.attempt, a.worker_id, 0, b"hello\n", 6, b"", 6,
                                   65536) for a in claimed]
+            mark = backend_cpu_seconds(pid)
             await dispatch.end_attempts(conn, ends, deltas)
+            mark = charge("end", mark)
             left -= len(ends)
 
     for _ in range(max(1, 50 // per_round)):  # warm up: statements prepared, caches filled
         await one_round()
     rounds = max(1, args.tasks // per_round)
+    spent = dict.fromkeys(spent, 0.0)
     cpu, wall = backend_cpu_seconds(pid), time.perf_counter()
     for _ in range(rounds):
         await one_round()
     cpu, wall = backend_cpu_seconds(pid) - cpu, time.perf_counter() - wall
     done = rounds * per_round
     print(f"{args.tree} {args.mode}: backend CPU {cpu / done * 1e3:.3f} ms per task, "
-          f"wall {wall / done * 1e3:.3f} ms per task ({done} tasks)")
+          f"wall {wall / done * 1e3:.3f} ms per task ({done} tasks); of which "
+          + ", ".join(f"{kind} {seconds / done * 1e3:.2f}" for kind, seconds in spent.items()))
     await conn.close()
 
 
