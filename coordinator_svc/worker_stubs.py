@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from common import grpc_security
+from common.streams import STREAM_RETRY_AFTER, UnaryFallback
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 
@@ -134,13 +135,15 @@ class SubmitStream:
 
 
 class WorkerStubs:
-    def __init__(self, security: grpc_security.GrpcSecurity) -> None:
+    def __init__(
+        self, security: grpc_security.GrpcSecurity, stream_retry_after: float = STREAM_RETRY_AFTER
+    ) -> None:
         self.security = security
         self.metadata = grpc_security.call_metadata(security)
         self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.WorkerStub]] = {}
         self._streams: dict[str, SubmitStream] = {}
         # Workers that have no SubmitStream (older versions): hand-overs use SubmitTasks.
-        self._unary_only: set[str] = set()
+        self._unary_only: UnaryFallback[str] = UnaryFallback(stream_retry_after)
 
     def get(self, address: str) -> pb_grpc.WorkerStub:
         if address not in self._stubs:
@@ -152,7 +155,7 @@ class WorkerStubs:
         self, address: str, request: pb.SubmitTasksRequest, timeout: float
     ) -> pb.SubmitTasksResponse:
         """Hand over on the worker's stream (opened on first use); raises NotSent or NoAnswer."""
-        if address in self._unary_only:
+        if self._unary_only.unary(address):
             return await self._submit_unary(address, request, timeout)
         stream = self._streams.get(address)
         if stream is None:
@@ -163,7 +166,7 @@ class WorkerStubs:
         except NotSent as exc:
             if exc.code != grpc.StatusCode.UNIMPLEMENTED:
                 raise
-            self._unary_only.add(address)
+            self._unary_only.remember(address)
             return await self._submit_unary(address, request, timeout)
         return response
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from common import grpc_security
+from common.streams import STREAM_RETRY_AFTER, UnaryFallback
 from proto import skiplock_pb2 as pb
 from proto import skiplock_pb2_grpc as pb_grpc
 
@@ -41,7 +42,12 @@ STREAM_ERRORS = (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError, 
 
 
 class CoordinatorClient:
-    def __init__(self, targets: Sequence[str], security: grpc_security.GrpcSecurity) -> None:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        security: grpc_security.GrpcSecurity,
+        stream_retry_after: float = STREAM_RETRY_AFTER,
+    ) -> None:
         self._targets = list(targets)
         self._metadata = grpc_security.call_metadata(security)
         self._channels = [
@@ -53,7 +59,7 @@ class CoordinatorClient:
         self._stream: tuple[int, Any] | None = None
         self._report_lock = asyncio.Lock()
         # Coordinators without ReportStream (older versions): reports go by ReportStatus.
-        self._unary_only: set[int] = set()
+        self._unary_only: UnaryFallback[int] = UnaryFallback(stream_retry_after)
 
     async def close(self) -> None:
         self._drop_stream()
@@ -115,14 +121,14 @@ class CoordinatorClient:
     async def _exchange(
         self, index: int, request: pb.ReportStatusRequest
     ) -> pb.ReportStatusResponse:
-        if index not in self._unary_only:
+        if not self._unary_only.unary(index):
             try:
                 return await self._on_stream(index, request)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._drop_stream()
-                self._unary_only.add(index)
+                self._unary_only.remember(index)
         response: pb.ReportStatusResponse = await self._stubs[index].ReportStatus(
             request, metadata=self._metadata
         )

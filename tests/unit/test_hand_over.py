@@ -204,7 +204,11 @@ def test_an_answer_with_the_wrong_number_of_results_is_left_to_reconciliation(da
 
 
 class OlderWorker(MiscountingWorker):
-    """A worker of a version without SubmitStream: it answers SubmitTasks correctly."""
+    """A worker of a version without SubmitStream: it answers SubmitTasks correctly, and
+    counts the streams it was asked to open."""
+
+    def __init__(self) -> None:
+        self.stream_openings = 0
 
     async def SubmitTasks(
         self, request: pb.SubmitTasksRequest, context: Any
@@ -216,6 +220,7 @@ class OlderWorker(MiscountingWorker):
     async def SubmitStream(
         self, requests: AsyncIterator[pb.SubmitTasksRequest], context: Any
     ) -> AsyncIterator[pb.SubmitTasksResponse]:
+        self.stream_openings += 1
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         yield pb.SubmitTasksResponse()
 
@@ -232,6 +237,39 @@ def test_a_worker_without_the_stream_is_handed_over_by_unary_calls(database_url)
 
     assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 2
     assert [len(r.attempts) for r in recorder.requests("SubmitTasks")] == [2]
+
+
+@pytest.mark.parametrize(("retry_after", "stream_openings"), [(60.0, 1), (0.0, 2)])
+def test_a_worker_without_the_stream_is_asked_for_it_again_only_after_a_while(
+    database_url, retry_after, stream_openings
+):
+    """Hand-overs to an older worker go by unary calls without asking for its stream each
+    time; once the retry interval has passed the stream is tried again, so a worker upgraded
+    in place gets back on it without a restart of the coordinator."""
+    older, recorder = OlderWorker(), Recorder()
+    settings = CoordinatorConfig(ListenAddress("127.0.0.1", 0), database_url, GrpcSecurity())
+
+    async def scenario() -> list[AttemptRow]:
+        def add(server: grpc.aio.Server) -> None:
+            pb_grpc.add_WorkerServicer_to_server(older, server)
+
+        async with (
+            grpc_server(add, interceptors=[recorder]) as address,
+            open_pool(database_url) as pool,
+        ):
+            claimed = await claim_for(pool, WORKER, address, 2)
+            stubs = WorkerStubs(GrpcSecurity(), stream_retry_after=retry_after)
+            dispatcher = Dispatcher(pool, settings, Wakeups(), stubs)
+            try:
+                for attempt in claimed:
+                    await dispatcher.hand_over([attempt])
+            finally:
+                await stubs.close()
+            return [await attempt_row(pool, c) for c in claimed]
+
+    assert endings(asyncio.run(scenario())) == [("dispatched", None)] * 2
+    assert older.stream_openings == stream_openings
+    assert [len(r.attempts) for r in recorder.requests("SubmitTasks")] == [1, 1]
 
 
 def test_hand_overs_in_flight_together_on_one_stream_get_their_own_answers(database_url, tmp_path):

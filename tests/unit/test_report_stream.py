@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import pytest
 
 from common.config import ListenAddress
 from common.grpc_security import GrpcSecurity
@@ -50,6 +51,31 @@ class DyingCoordinator(pb_grpc.CoordinatorServicer):
             self.taken.set()
             await asyncio.Event().wait()  # until the server dies
             yield pb.ReportStatusResponse()
+
+
+class OlderCoordinator(pb_grpc.CoordinatorServicer):
+    """A coordinator of a version without ReportStream: it takes reports by ReportStatus, and
+    counts the streams it was asked to open."""
+
+    def __init__(self) -> None:
+        self.received: list[pb.ReportStatusRequest] = []
+        self.stream_openings = 0
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
+        return pb.HeartbeatResponse()
+
+    async def ReportStatus(
+        self, request: pb.ReportStatusRequest, context: Any
+    ) -> pb.ReportStatusResponse:
+        self.received.append(request)
+        return pb.ReportStatusResponse()
+
+    async def ReportStream(
+        self, requests: AsyncIterator[pb.ReportStatusRequest], context: Any
+    ) -> AsyncIterator[pb.ReportStatusResponse]:
+        self.stream_openings += 1
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        yield pb.ReportStatusResponse()
 
 
 def succeeded(key: tuple[str, int]) -> pb.StatusReport:
@@ -146,3 +172,31 @@ def test_a_stopping_coordinator_ends_its_idle_streams(database_url):
                 return code
 
     assert asyncio.run(scenario()) == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(("retry_after", "stream_openings"), [(60.0, 1), (0.0, 2)])
+def test_a_coordinator_without_the_stream_gets_reports_by_unary_calls(
+    retry_after, stream_openings
+):
+    """Reports to an older coordinator go by ReportStatus without asking for its stream each
+    time; once the retry interval has passed the stream is tried again, so a coordinator
+    upgraded in place gets back on it without a restart of the worker."""
+    older = OlderCoordinator()
+    batches = [pb.ReportStatusRequest(reports=[succeeded((str(uuid.uuid4()), 1))])
+               for _ in range(2)]
+
+    async def scenario() -> None:
+        def add(server: grpc.aio.Server) -> None:
+            pb_grpc.add_CoordinatorServicer_to_server(older, server)
+
+        async with grpc_server(add) as address:
+            client = CoordinatorClient([address], GrpcSecurity(), stream_retry_after=retry_after)
+            try:
+                for batch in batches:
+                    await client.report(batch, 10.0)
+            finally:
+                await client.close()
+
+    asyncio.run(scenario())
+    assert older.received == batches
+    assert older.stream_openings == stream_openings
