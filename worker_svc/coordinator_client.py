@@ -30,6 +30,13 @@ class NoCoordinatorReachable(Exception):
     pass
 
 
+class NotWritten(Exception):
+    """The report stream had ended before a batch was written to it."""
+
+    def details(self) -> str:
+        return str(self)
+
+
 class StreamEnded(Exception):
     """The coordinator ended the report stream (it is stopping) without answering."""
 
@@ -38,7 +45,9 @@ class StreamEnded(Exception):
 
 
 # What a broken report stream raises: the batch then goes again, on a new stream.
-STREAM_ERRORS = (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError, StreamEnded)
+STREAM_ERRORS = (
+    grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError, StreamEnded, NotWritten
+)
 
 
 class CoordinatorClient:
@@ -123,7 +132,7 @@ class CoordinatorClient:
     ) -> pb.ReportStatusResponse:
         if not self._unary_only.unary(index):
             try:
-                return await self._on_stream(index, request)
+                return await self._on_fresh_stream(index, request)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
@@ -134,6 +143,18 @@ class CoordinatorClient:
         )
         return response
 
+    async def _on_fresh_stream(
+        self, index: int, request: pb.ReportStatusRequest
+    ) -> pb.ReportStatusResponse:
+        """On the stream, or on a new one when it ended before the batch went out: a stream
+        that ended while idle (its coordinator restarted), or one refused so fast that gRPC
+        lost its status (INTERNAL instead of UNIMPLEMENTED) and the batch was never written."""
+        try:
+            return await self._on_stream(index, request)
+        except NotWritten:
+            self._drop_stream()
+        return await self._on_stream(index, request)
+
     async def _on_stream(
         self, index: int, request: pb.ReportStatusRequest
     ) -> pb.ReportStatusResponse:
@@ -142,7 +163,14 @@ class CoordinatorClient:
         if self._stream is None:
             self._stream = (index, self._stubs[index].ReportStream(metadata=self._metadata))
         call = self._stream[1]
-        await call.write(request)
+        try:
+            await call.write(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            raise NotWritten(describe(exc)) from exc
+        except asyncio.InvalidStateError as exc:
+            raise NotWritten(describe(exc)) from exc
         response = await call.read()
         if response is grpc.aio.EOF:
             raise StreamEnded()
@@ -156,6 +184,6 @@ class CoordinatorClient:
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError | StreamEnded):
+    if isinstance(exc, grpc.aio.AioRpcError | StreamEnded | NotWritten):
         return exc.details() or ""
     return str(exc) or type(exc).__name__

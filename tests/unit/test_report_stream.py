@@ -174,10 +174,8 @@ def test_a_stopping_coordinator_ends_its_idle_streams(database_url):
     assert asyncio.run(scenario()) == grpc.StatusCode.OK
 
 
-@pytest.mark.parametrize(("retry_after", "stream_openings"), [(60.0, 1), (0.0, 2)])
-def test_a_coordinator_without_the_stream_gets_reports_by_unary_calls(
-    retry_after, stream_openings
-):
+@pytest.mark.parametrize(("retry_after", "asked_again"), [(60.0, False), (0.0, True)])
+def test_a_coordinator_without_the_stream_gets_reports_by_unary_calls(retry_after, asked_again):
     """Reports to an older coordinator go by ReportStatus without asking for its stream each
     time; once the retry interval has passed the stream is tried again, so a coordinator
     upgraded in place gets back on it without a restart of the worker."""
@@ -185,18 +183,24 @@ def test_a_coordinator_without_the_stream_gets_reports_by_unary_calls(
     batches = [pb.ReportStatusRequest(reports=[succeeded((str(uuid.uuid4()), 1))])
                for _ in range(2)]
 
-    async def scenario() -> None:
+    async def scenario() -> list[int]:
         def add(server: grpc.aio.Server) -> None:
             pb_grpc.add_CoordinatorServicer_to_server(older, server)
 
         async with grpc_server(add) as address:
             client = CoordinatorClient([address], GrpcSecurity(), stream_retry_after=retry_after)
+            openings = []
             try:
                 for batch in batches:
                     await client.report(batch, 10.0)
+                    openings.append(older.stream_openings)
             finally:
                 await client.close()
+            return openings
 
-    asyncio.run(scenario())
+    # A refusal can come back so fast that gRPC loses its status (INTERNAL): the client then
+    # asks once more on a new stream, so a batch may open one or two.
+    first, second = asyncio.run(scenario())
     assert older.received == batches
-    assert older.stream_openings == stream_openings
+    assert first >= 1
+    assert (second > first) == asked_again
